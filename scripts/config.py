@@ -352,21 +352,28 @@ class Depthwise(ConvStage):
     padding: str = "same"
     lanes: int = 1
 
+    @staticmethod
+    def check_geometry(where: str, input: TensorSpec, kernel, stride, dilation, padding):
+        """Validate a window's geometry on ``input``; returns ``(kernel, stride, dilation, padding)``."""
+        k = check_int(where, "kernel", kernel, 1, MAX_KERNEL, what=f"an odd integer from 1 to {MAX_KERNEL}")
+        if k % 2 == 0:
+            raise ValueError(f"{where}kernel must be an odd integer from 1 to {MAX_KERNEL}, not {k}")
+        stride = check_int(where, "stride", stride, 1, MAX_STRIDE)
+        dilation = check_int(where, "dilation", dilation, 1, MAX_DILATION)
+        check_choice(where, "padding", padding, PADDINGS)
+        footprint = (k - 1) * dilation + 1
+        for axis, size in (("height", input.height), ("width", input.width)):
+            before, after = same_padding(size, k, stride, dilation, padding)
+            if footprint > size + before + after:
+                raise ValueError(f"{where}kernel footprint {footprint} ((kernel - 1) * dilation + 1) "
+                                 f"is larger than the padded input {axis} {size + before + after}")
+        return k, stride, dilation, padding
+
     def _validate(self):
         w = self.where
-        k = check_int(w, "kernel", self.kernel, 1, MAX_KERNEL,
-                      what=f"an odd integer from 1 to {MAX_KERNEL}")
-        if k % 2 == 0:
-            raise ValueError(f"{w}kernel must be an odd integer from 1 to {MAX_KERNEL}, not {k}")
-        object.__setattr__(self, "kernel", k)
-        object.__setattr__(self, "stride", check_int(w, "stride", self.stride, 1, MAX_STRIDE))
-        object.__setattr__(self, "dilation", check_int(w, "dilation", self.dilation, 1, MAX_DILATION))
-        check_choice(w, "padding", self.padding, PADDINGS)
-        for axis, size in (("height", self.input.height), ("width", self.input.width)):
-            before, after = same_padding(size, k, self.stride, self.dilation, self.padding)
-            if self.footprint > size + before + after:
-                raise ValueError(f"{w}kernel footprint {self.footprint} ((kernel - 1) * dilation + 1) "
-                                 f"is larger than the padded input {axis} {size + before + after}")
+        geometry = self.check_geometry(w, self.input, self.kernel, self.stride, self.dilation, self.padding)
+        for key, value in zip(("kernel", "stride", "dilation", "padding"), geometry):
+            object.__setattr__(self, key, value)
         lanes = check_int(w, "lanes", self.lanes, 1)
         if self.input.channels % lanes:
             raise ValueError(f"{w}lanes must divide the channels {self.input.channels}, not {lanes}")

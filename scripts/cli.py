@@ -1,0 +1,172 @@
+"""The ``convgen`` command line.
+
+Subcommands: ``check`` (validate a config and summarise it), ``cost`` (the
+analytic cost model), ``golden`` (run the NumPy golden model), ``tensors``
+(write an engine's numbers to a tensors file), ``doctor`` (check the toolchain).
+Bad input ends in one line on stderr, ``convgen: error: ...``, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A user mistake reported as one line with exit status 2."""
+
+
+def _load(path):
+    from .loader import load_config
+    return load_config(path)
+
+
+def _cmd_check(args) -> int:
+    config = _load(args.config)
+    spec = config.input
+    print(f"{config.name}: input {'x'.join(map(str, spec.shape))} int{spec.bits} "
+          f"(zero point {spec.zero_point}, scale {spec.scale:.6g}), {config.input_lanes} lanes")
+    for stage in config.stages:
+        out = stage.output
+        detail = {
+            "pointwise": lambda s: f"groups {s.groups}, pe {s.pe} x simd {s.simd}, {s.activation}",
+            "depthwise": lambda s: (f"{s.kernel}x{s.kernel} stride {s.stride} dilation {s.dilation} "
+                                    f"{s.padding}, {s.lanes} lanes, {s.activation}"),
+            "shuffle": lambda s: f"groups {s.groups}, {s.lanes} lanes",
+            "add": lambda s: f"skip {s.skip.name}, {s.activation}",
+        }[stage.kind](stage)
+        print(f"  {stage.name:<12} {stage.kind:<9} -> {'x'.join(map(str, out.shape))} int{out.bits} "
+              f"(zero point {out.zero_point}, scale {out.scale:.6g}); {detail}")
+    print("ok")
+    return 0
+
+
+def _cmd_cost(args) -> int:
+    from . import cost
+    estimate = cost.estimate(_load(args.config))
+    print(cost.dumps(estimate) if args.json else cost.format_table(estimate))
+    return 0
+
+
+def _read_frames(path: str, spec) -> np.ndarray:
+    """--input: an (H, W, C) or (N, H, W, C) integer .npy in the input tensor's range."""
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--input {path!r} cannot be read as a .npy array: {error}") from None
+    if not np.issubdtype(x.dtype, np.integer):
+        raise UsageError(f"--input {path!r} must hold integers, not {x.dtype}")
+    if x.shape[-3:] != spec.shape or x.ndim not in (3, 4):
+        raise UsageError(f"--input {path!r} has shape {x.shape}, the engine input is "
+                         f"(H, W, C) = {spec.shape} (or N frames of it)")
+    if x.size and (x.min() < spec.qmin or x.max() > spec.qmax):
+        raise UsageError(f"--input {path!r} holds values outside [{spec.qmin}, {spec.qmax}] "
+                         f"({spec.bits}-bit input)")
+    return x.astype(np.int64)
+
+
+def _cmd_golden(args) -> int:
+    from .sim import golden
+    config = _load(args.config)
+    if args.input:
+        frames = _read_frames(args.input, config.input)
+    else:
+        frames = golden.random_input(config.input, np.random.default_rng(args.seed))
+    single = frames.ndim == 3
+    stack = frames[None] if single else frames
+    results = [golden.run(config, frame, keep=True) for frame in stack]
+    outputs = np.stack([r[config.output.name] for r in results])
+    if args.output:
+        dtype = np.int8 if config.output.bits <= 8 else np.int16
+        np.save(args.output, (outputs[0] if single else outputs).astype(dtype))
+    source = args.input or f"random input, seed {args.seed}"
+    print(f"{config.name}: golden model on {len(stack)} frame(s) ({source})")
+    if args.summary or not args.output:
+        for name, spec in config.tensors.items():
+            values = np.stack([r[name] for r in results])
+            print(f"  {name:<12} {'x'.join(map(str, spec.shape)):>10}  min {values.min():>6}  "
+                  f"max {values.max():>6}  mean {values.mean():8.2f}")
+    if args.output:
+        print(f"wrote {args.output}: {outputs.shape[-3:]} int{config.output.bits}")
+    return 0
+
+
+def _cmd_tensors(args) -> int:
+    from .loader import save_tensors
+    config = _load(args.config)
+    save_tensors(config, args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _cmd_doctor(args) -> int:
+    from . import toolchain
+    return toolchain.main(["--quiet"] if args.quiet else [])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="convgen", description="Streaming convolution engine generator for FPGAs (int8, TFLite-exact).")
+    parser.add_argument("--version", action="version", version=f"convgen {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name, func, help):
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    p = command("check", _cmd_check, "validate a config and summarise the engine")
+    p.add_argument("config", help="engine config (.toml)")
+    p = command("cost", _cmd_cost, "print the analytic cost model (MACs, parameters, buffers, cycles)")
+    p.add_argument("config", help="engine config (.toml)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p = command("golden", _cmd_golden, "run the NumPy golden model")
+    p.add_argument("config", help="engine config (.toml)")
+    p.add_argument("--input", metavar="X.npy", help="(H, W, C) or (N, H, W, C) integer input; "
+                   "default: one seeded random frame")
+    p.add_argument("--output", metavar="Y.npy", help="save the output here")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random input (default 0)")
+    p.add_argument("--summary", action="store_true", help="print every tensor's range")
+    p = command("tensors", _cmd_tensors, "write the engine's weights and quantization to a tensors file")
+    p.add_argument("config", help="engine config (.toml)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE.npz")
+    p = command("doctor", _cmd_doctor, "check the external tools (Verilator, Icarus, yosys, nextpnr)")
+    p.add_argument("--quiet", action="store_true", help="print only problems")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (UsageError, ValueError, TypeError, KeyError, tomllib.TOMLDecodeError) as error:
+        message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+        print(f"convgen: error: {' '.join(message.split())}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as error:
+        print(f"convgen: error: {error.filename or ''}: {error.strerror}".replace(": : ", ": "),
+              file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("convgen: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:    # a bug of ours: one line, the traceback on request
+        if os.environ.get("CONVGEN_DEBUG"):
+            raise
+        print(f"convgen: internal error: {type(error).__name__}: {error} "
+              f"(set CONVGEN_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
