@@ -13,6 +13,7 @@ compare against. Supported ops: CONV_2D 1x1 (grouped), DEPTHWISE_CONV_2D
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,12 +27,16 @@ _ACTIVATIONS = {"NONE": "none", "RELU": "relu", "RELU6": "relu6"}
 
 
 def default_vector_dir() -> Path:
-    """``shared/tflite-vectors`` beside the checkout (or ``$CONVGEN_TFLITE_VECTORS``)."""
-    import os
+    """Where the reference vectors are: ``$CONVGEN_TFLITE_VECTORS``, else the copy in the
+    checkout's ``tests/data/tflite-vectors``, else ``shared/tflite-vectors`` beside the checkout."""
     env = os.environ.get("CONVGEN_TFLITE_VECTORS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "tflite-vectors"
+    root = Path(__file__).resolve().parents[1]
+    for candidate in (root / "tests" / "data" / "tflite-vectors", root.parent / "shared" / "tflite-vectors"):
+        if candidate.is_dir():
+            return candidate
+    return candidate
 
 
 @dataclass(frozen=True, eq=False)
