@@ -1,0 +1,142 @@
+"""Stream test helpers for Amaranth simulations (one shared copy for every unit test).
+
+* :func:`pauses` — seeded valid/ready patterns: ``none`` (always on), ``periodic``
+  (one cycle off in four: 25%), ``random`` (50%), ``bursty`` (long on and off runs);
+* :func:`stream_put` / :func:`stream_get` — one transfer, following the stream rules;
+* :func:`run_stream` — drive a list of beats into a component's ``i`` port under one
+  pattern, collect a number of beats from its ``o`` port under another, and return
+  them with the cycle count; the simulation ends when the expected count has arrived
+  plus ``drain`` idle cycles, so a component that emits extra beats is caught.
+
+Beats are dicts ``{"data": [lane values], "first": 0/1, "last": 0/1}`` (the layout of
+:func:`convgen.hdl.beats.beat_layout`), or whatever the port's payload shape accepts.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+from amaranth.sim import Simulator
+
+__all__ = ["PATTERNS", "pauses", "stream_put", "stream_get", "run_stream", "frame_beats", "beats_frame"]
+
+PATTERNS = ("none", "periodic", "random", "bursty")
+
+
+def pauses(kind: str, seed: int = 0):
+    """An endless iterator of booleans: True = active this cycle (valid or ready)."""
+    rng = np.random.default_rng(seed)
+    if kind == "none":
+        return itertools.repeat(True)
+    if kind == "periodic":
+        return itertools.cycle([True, True, True, False])
+    if kind == "random":
+        return (bool(b) for b in iter(lambda: rng.integers(0, 2), None))
+    if kind == "bursty":
+        def gen():
+            while True:
+                on = True
+                for length in (rng.integers(1, 24), rng.integers(1, 12)):
+                    yield from itertools.repeat(on, int(length))
+                    on = not on
+        return gen()
+    raise ValueError(f"pause pattern must be one of {', '.join(PATTERNS)}, not {kind!r}")
+
+
+async def stream_put(ctx, port, payload):
+    """Offer one payload and wait until it is taken."""
+    ctx.set(port.valid, 1)
+    ctx.set(port.payload, payload)
+    await ctx.tick().until(port.ready)
+    ctx.set(port.valid, 0)
+
+
+async def stream_get(ctx, port):
+    """Accept one payload."""
+    ctx.set(port.ready, 1)
+    payload, = await ctx.tick().sample(port.payload).until(port.valid)
+    ctx.set(port.ready, 0)
+    return payload
+
+
+def _plain(value):
+    """A simulator value (data.Const views included) as nested Python ints/lists/dicts."""
+    layout = getattr(value, "shape", None)
+    if callable(layout):
+        from amaranth.lib import data
+        shape = value.shape()
+        if isinstance(shape, data.StructLayout):
+            return {name: _plain(value[name]) for name, _ in shape}
+        if isinstance(shape, data.ArrayLayout):
+            return [_plain(value[i]) for i in range(shape.length)]
+    return int(value) if not isinstance(value, (dict, list)) else value
+
+
+def run_stream(dut, beats, expected_count: int, *, source: str = "none", sink: str = "none",
+               seed: int = 0, drain: int = 64, max_cycles: int = 1_000_000, extra=None):
+    """Simulate ``dut``: drive ``beats`` into ``dut.i``, collect from ``dut.o``.
+
+    Returns ``(outputs, cycles)``: the collected beats as plain Python values and the
+    number of clock cycles from the first cycle to the last output transfer. Fails if
+    fewer than ``expected_count`` beats arrive within ``max_cycles``, or if any beat
+    arrives during the ``drain`` cycles after them. ``extra`` is an optional async
+    testbench run alongside (e.g. a second input port).
+    """
+    outputs = []
+    state = {"last": None, "cycle": 0, "done": False}
+
+    async def source_bench(ctx):
+        active = pauses(source, seed)
+        for payload in beats:
+            while not next(active):
+                ctx.set(dut.i.valid, 0)
+                await ctx.tick()
+            await stream_put(ctx, dut.i, payload)
+
+    async def sink_bench(ctx):
+        active = pauses(sink, seed + 1)
+        cycle = 0
+        while len(outputs) < expected_count:
+            ready = next(active)
+            ctx.set(dut.o.ready, ready)
+            *_, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
+            cycle += 1
+            if ready and valid:
+                outputs.append(_plain(payload))
+                state["last"] = cycle
+            if cycle > max_cycles:
+                raise AssertionError(f"only {len(outputs)} of {expected_count} beats after {cycle} cycles")
+        ctx.set(dut.o.ready, 1)
+        for _ in range(drain):
+            *_, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
+            if valid:
+                raise AssertionError(f"extra beat after the expected {expected_count}: {_plain(payload)}")
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(source_bench, background=True)
+    if extra is not None:
+        sim.add_testbench(extra, background=True)
+    sim.add_testbench(sink_bench)
+    sim.run()
+    return outputs, state["last"]
+
+
+def frame_beats(frame, lanes: int) -> list[dict]:
+    """An (H, W, C) integer frame as raster-order beats of ``lanes`` channels."""
+    frame = np.asarray(frame)
+    h, w, c = frame.shape
+    groups = frame.reshape(h * w * (c // lanes), lanes)
+    n = len(groups)
+    return [{"data": [int(v) for v in g], "first": int(k == 0), "last": int(k == n - 1)}
+            for k, g in enumerate(groups)]
+
+
+def beats_frame(beats, shape) -> np.ndarray:
+    """Raster-order beats back into an (H, W, C) int64 frame; checks first/last flags."""
+    n = len(beats)
+    for k, beat in enumerate(beats):
+        assert beat["first"] == int(k == 0), f"beat {k}: first = {beat['first']}"
+        assert beat["last"] == int(k == n - 1), f"beat {k}: last = {beat['last']}"
+    return np.array([beat["data"] for beat in beats], dtype=np.int64).reshape(shape)
