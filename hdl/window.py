@@ -1,0 +1,326 @@
+"""Line buffer and sliding-window generator: KxK windows with stride, dilation and padding.
+
+Schedule
+--------
+Input pixels arrive in raster order, ``G = C / lanes`` beats each; every beat is a
+*slot*. Slot ``(y, x)`` (pixel index ``y * W + x``) is where output ``(oy, ox)`` is
+emitted when ::
+
+    y * W + x == (oy * s - top + (K - 1) * d) * W + (ox * s - left + (K - 1) * d)
+
+i.e. at the slot of its bottom-right tap in padded coordinates, *without* clamping:
+an output whose right taps fall in the right padding is emitted in the first slots of
+the next row (which no output of that row needs: its first output completes at
+``x = right``), with those columns masked; outputs whose bottom taps fall in the bottom
+padding are emitted in *virtual* slots after the last input, during which no input is
+taken and zero-point rows are shifted in. So the generator takes one input beat per
+cycle with no bubbles at row or frame borders, and a frame costs
+``max(H * W, last emission slot + 1)`` pixel slots: :func:`window_schedule`.
+
+Storage
+-------
+* Line buffer: one ``Memory`` of depth ``W * G`` whose word is the stack of the last
+  ``(K - 1) * d`` rows of ``lanes`` elements at that column: each slot reads its stack
+  (read one address ahead, not transparent), shifts the new element in, writes it back.
+  Synthesis maps it to block RAM; it is exactly ``(K - 1) * d * W * C`` elements.
+* Window columns: the K taps (rows ``y - (K - 1) * d ... y`` step ``d``) of each slot
+  pass through ``K - 1`` delay lines of ``d * G`` slots, which give the K window columns.
+
+Padding taps (outside the image) are replaced by the input zero point at the window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .beats import beat_layout
+
+__all__ = ["WindowSchedule", "window_schedule", "window_layout", "WindowGenerator"]
+
+
+@dataclass(frozen=True)
+class WindowSchedule:
+    """Where each output of a window stage is emitted (see the module docstring)."""
+    height: int
+    width: int
+    kernel: int
+    stride: int
+    dilation: int
+    pad_top: int
+    pad_left: int
+    out_height: int
+    out_width: int
+
+    @property
+    def reach(self) -> int:
+        return (self.kernel - 1) * self.dilation
+
+    @property
+    def emission_slots(self) -> np.ndarray:
+        """(out_h, out_w) pixel-slot index at which each output is emitted."""
+        rows = np.arange(self.out_height) * self.stride - self.pad_top + self.reach
+        cols = np.arange(self.out_width) * self.stride - self.pad_left + self.reach
+        return rows[:, None] * self.width + cols[None, :]
+
+    @property
+    def slots(self) -> int:
+        """Pixel slots per frame: every input, then the virtual slots of the bottom padding."""
+        return max(self.height * self.width, int(self.emission_slots[-1, -1]) + 1)
+
+    @property
+    def fill(self) -> int:
+        """Input pixels taken up to and including the slot of the first output."""
+        return int(self.emission_slots[0, 0]) + 1
+
+    @property
+    def tail(self) -> int:
+        """Virtual pixel slots after the last input (bottom padding)."""
+        return self.slots - self.height * self.width
+
+    @property
+    def virtual_rows(self) -> int:
+        return -(-self.tail // self.width)
+
+    # Per-slot lookup tables (see WindowGenerator): x -> (emits, row carry, column pad mask),
+    # row -> (emits, row pad mask).
+    def column_table(self):
+        table = []
+        for x in range(self.width):
+            entry = (False, 0, 0)
+            for ox in range(self.out_width):
+                q = ox * self.stride - self.pad_left + self.reach
+                if q % self.width == x and q >= 0:
+                    cols = [ox * self.stride - self.pad_left + j * self.dilation for j in range(self.kernel)]
+                    mask = sum(1 << j for j, c in enumerate(cols) if not 0 <= c < self.width)
+                    entry = (True, q // self.width, mask)
+            table.append(entry)
+        return table
+
+    def row_table(self):
+        rows = self.height + self.virtual_rows + 1
+        table = []
+        for y in range(rows):
+            entry = (False, 0)
+            r = y + self.pad_top - self.reach
+            if r >= 0 and r % self.stride == 0 and r // self.stride < self.out_height:
+                oy = r // self.stride
+                taps = [oy * self.stride - self.pad_top + i * self.dilation for i in range(self.kernel)]
+                entry = (True, sum(1 << i for i, t in enumerate(taps) if not 0 <= t < self.height))
+            table.append(entry)
+        return table
+
+
+def window_schedule(stage) -> WindowSchedule:
+    """The schedule of a :class:`~convgen.config.Depthwise` stage."""
+    return WindowSchedule(stage.input.height, stage.input.width, stage.kernel, stage.stride,
+                          stage.dilation, stage.pad_top_bottom[0], stage.pad_left_right[0],
+                          stage.out_height, stage.out_width)
+
+
+def window_layout(bits: int, lanes: int, kernel: int) -> data.StructLayout:
+    """Window beats: ``data[ky * K + kx][lane]``, plus ``first``/``last`` of the output frame."""
+    return data.StructLayout({
+        "data": data.ArrayLayout(data.ArrayLayout(signed(bits), lanes), kernel * kernel),
+        "first": 1, "last": 1,
+    })
+
+
+class _Delay(wiring.Component):
+    """``o`` is ``i`` as it was ``depth`` enabled cycles ago (registers, or a RAM ring
+    when long). Both sides advance together on ``en``."""
+
+    def __init__(self, width: int, depth: int):
+        self.width, self.depth = width, depth
+        super().__init__({"en": In(1), "i": In(width), "o": Out(width)})
+
+    def elaborate(self, platform):
+        m = Module()
+        if self.depth <= 2:
+            chain = [Signal(self.width, name=f"r{k}") for k in range(self.depth)]
+            prev = self.i
+            for reg in chain:
+                with m.If(self.en):
+                    m.d.sync += reg.eq(prev)
+                prev = reg
+            m.d.comb += self.o.eq(prev)
+            return m
+        # A ring of depth - 1 words read before written, plus the read port's register.
+        m.submodules.ring = ring = Memory(shape=self.width, depth=self.depth - 1, init=[])
+        wr, rd = ring.write_port(), ring.read_port()
+        ptr = Signal(range(self.depth - 1))
+        m.d.comb += [wr.addr.eq(ptr), wr.data.eq(self.i), wr.en.eq(self.en),
+                     rd.addr.eq(ptr), rd.en.eq(self.en), self.o.eq(rd.data)]
+        with m.If(self.en):
+            m.d.sync += ptr.eq(Mux(ptr == self.depth - 2, 0, ptr + 1))
+        return m
+
+
+class WindowGenerator(wiring.Component):
+    """KxK sliding windows over a pixel stream.
+
+    Parameters
+    ----------
+    height, width, channels, lanes, bits : int
+        Input frame (H, W, C) of ``bits``-bit elements, ``lanes`` channels per beat.
+    kernel, stride, dilation : int
+    pad_top, pad_left : int
+        Padding before the image (TensorFlow's 'same' offsets; 0 for 'valid'). The
+        padding after follows from the output size.
+    out_height, out_width : int
+    zero_point : int
+        Value of padding taps (the input zero point).
+
+    Ports: ``i`` — :func:`~convgen.hdl.beats.beat_layout` beats; ``o`` —
+    :func:`window_layout` beats, one per output pixel and channel group, in raster order.
+    Latency: 2 cycles from the slot that completes a window to its output beat.
+    """
+
+    latency = 2
+
+    def __init__(self, *, height, width, channels, lanes, bits, kernel, stride, dilation,
+                 pad_top, pad_left, out_height, out_width, zero_point):
+        if channels % lanes:
+            raise ValueError(f"lanes must divide channels {channels}, not {lanes}")
+        if kernel < 1 or kernel % 2 == 0:
+            raise ValueError(f"kernel must be an odd integer >= 1, not {kernel}")
+        self.schedule = WindowSchedule(height, width, kernel, stride, dilation, pad_top, pad_left,
+                                       out_height, out_width)
+        self.channels, self.lanes, self.bits, self.zero_point = channels, lanes, bits, zero_point
+        self.groups = channels // lanes
+        super().__init__({
+            "i": In(stream.Signature(beat_layout(bits, lanes))),
+            "o": Out(stream.Signature(window_layout(bits, lanes, kernel))),
+        })
+
+    @classmethod
+    def for_stage(cls, stage):
+        """The window generator of a :class:`~convgen.config.Depthwise` stage."""
+        return cls(height=stage.input.height, width=stage.input.width, channels=stage.input.channels,
+                   lanes=stage.lanes, bits=stage.input.bits, kernel=stage.kernel, stride=stage.stride,
+                   dilation=stage.dilation, pad_top=stage.pad_top_bottom[0],
+                   pad_left=stage.pad_left_right[0], out_height=stage.out_height,
+                   out_width=stage.out_width, zero_point=stage.input.zero_point)
+
+    @property
+    def line_buffer_bits(self) -> int:
+        """Bits of line-buffer RAM: (K - 1) * d rows of W * C elements."""
+        return self.schedule.reach * self.schedule.width * self.channels * self.bits
+
+    @property
+    def window_delay_bits(self) -> int:
+        """Bits held by the column delay lines: (K - 1) * d * G slots of K * lanes elements."""
+        s = self.schedule
+        return s.reach * self.groups * s.kernel * self.lanes * self.bits
+
+    def elaborate(self, platform):
+        m = Module()
+        s, G, L, K, bits = self.schedule, self.groups, self.lanes, self.schedule.kernel, self.bits
+        H, W, reach = s.height, s.width, s.reach
+        element = signed(bits)
+
+        # -- slot counters ------------------------------------------------------------------
+        y = Signal(range(H + s.virtual_rows + 1), name="slot_y")
+        x = Signal(range(W), name="slot_x")
+        g = Signal(range(G), name="slot_group")
+        slot = Signal(range(s.slots * G + 1), name="slot")        # beat index within the frame
+        real = Signal()
+        m.d.comb += real.eq(y < H)
+
+        en = Signal()            # the pipeline advances
+        fire = Signal()          # a slot happens this cycle
+        m.d.comb += [
+            en.eq(~self.o.valid | self.o.ready),
+            self.i.ready.eq(en & real),
+            fire.eq(en & Mux(real, self.i.valid, 1)),
+        ]
+        last_slot = Signal()
+        m.d.comb += last_slot.eq(slot == s.slots * G - 1)
+        with m.If(fire):
+            m.d.sync += slot.eq(Mux(last_slot, 0, slot + 1))
+            with m.If(last_slot):
+                m.d.sync += [y.eq(0), x.eq(0), g.eq(0)]
+            with m.Elif(g == G - 1):
+                m.d.sync += g.eq(0)
+                with m.If(x == W - 1):
+                    m.d.sync += [x.eq(0), y.eq(y + 1)]
+                with m.Else():
+                    m.d.sync += x.eq(x + 1)
+            with m.Else():
+                m.d.sync += g.eq(g + 1)
+
+        # -- this slot's column: K taps (rows y - (K-1)d ... y step d) x lanes -------------------
+        zp = Cat(*[Const(self.zero_point, element) for _ in range(L)])    # one padding element per lane
+        new = Signal(data.ArrayLayout(element, L), name="new")
+        m.d.comb += new.eq(Mux(real, self.i.payload.data.as_value(), zp))
+        column = Signal(data.ArrayLayout(data.ArrayLayout(element, L), K), name="column")
+        if reach:
+            stack_layout = data.ArrayLayout(data.ArrayLayout(element, L), reach)   # oldest first
+            depth = W * G
+            m.submodules.lines = lines = Memory(shape=stack_layout, depth=depth, init=[])
+            wr = lines.write_port()
+            rd = lines.read_port(transparent_for=(wr,) if depth == 1 else ())
+            addr = Signal(range(depth))
+            next_addr = Mux(addr == depth - 1, 0, addr + 1)
+            with m.If(fire):
+                m.d.sync += addr.eq(Mux(last_slot, 0, next_addr))
+            m.d.comb += [rd.addr.eq(Mux(fire, Mux(last_slot, 0, next_addr), addr)), rd.en.eq(1)]
+            stack = rd.data
+            shifted = [stack[k] for k in range(1, reach)] + [new]
+            m.d.comb += [wr.addr.eq(addr), wr.en.eq(fire)]
+            for k, value in enumerate(shifted):
+                m.d.comb += wr.data[k].eq(value)
+            for i in range(K):            # tap i: row y - (K - 1 - i) * d
+                back = (K - 1 - i) * s.dilation
+                m.d.comb += column[i].eq(new if back == 0 else stack[reach - back])
+        else:
+            m.d.comb += column[0].eq(new)
+
+        # -- emission and padding masks from the schedule's tables ------------------------------
+        col_table, row_table = s.column_table(), s.row_table()
+        col_emit = Array(Const(e) for e, _, _ in col_table)[x]
+        col_carry = Array(Const(c, range(max(c for _, c, _ in col_table) + 1)) for _, c, _ in col_table)[x]
+        col_mask = Array(Const(mk, K) for _, _, mk in col_table)[x]
+        row = Signal(range(len(row_table)), name="window_row")
+        m.d.comb += row.eq(y - col_carry)
+        row_emit = Array(Const(e) for e, _ in row_table)[row]
+        row_mask = Array(Const(mk, K) for _, mk in row_table)[row]
+
+        # Stage 1: register the column and the slot's decisions.
+        col_reg = Signal.like(column, name="column_reg")
+        emit1, cmask1, rmask1 = Signal(), Signal(K), Signal(K)
+        first1, last1, fire1 = Signal(), Signal(), Signal()
+        out_index = Signal(range(s.out_height * s.out_width * G + 1))
+        emitting = Signal()
+        m.d.comb += emitting.eq(col_emit & row_emit & (y >= col_carry))
+        with m.If(en):
+            m.d.sync += [col_reg.eq(column), emit1.eq(fire & emitting), cmask1.eq(col_mask),
+                         rmask1.eq(row_mask), fire1.eq(fire),
+                         first1.eq(out_index == 0),
+                         last1.eq(out_index == s.out_height * s.out_width * G - 1)]
+        with m.If(fire & emitting):
+            m.d.sync += out_index.eq(Mux(out_index == s.out_height * s.out_width * G - 1, 0, out_index + 1))
+
+        # Stage 2: the K window columns from the delay lines, padding masked, registered.
+        width = len(col_reg.as_value())
+        columns = [col_reg.as_value()]
+        for j in range(1, K):
+            m.submodules[f"delay{j}"] = delay = _Delay(width, s.dilation * G)
+            m.d.comb += [delay.en.eq(en & fire1), delay.i.eq(columns[-1])]
+            columns.append(delay.o)
+        # columns[0] is the newest (window column K-1); columns[j] is window column K-1-j.
+        with m.If(en):
+            m.d.sync += [self.o.valid.eq(emit1), self.o.payload.first.eq(first1),
+                         self.o.payload.last.eq(last1)]
+            for kx in range(K):
+                col_value = data.ArrayLayout(data.ArrayLayout(element, L), K)(columns[K - 1 - kx])
+                for ky in range(K):
+                    pad = cmask1[kx] | rmask1[ky]
+                    m.d.sync += self.o.payload.data[ky * K + kx].eq(
+                        Mux(pad, zp, col_value[ky].as_value()))
+        return m
