@@ -1,0 +1,72 @@
+"""Pipelined arithmetic shared by the MAC units: adder trees and the per-group parameter ROM."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import data
+from amaranth.lib.memory import Memory
+
+__all__ = ["signed_bits", "adder_tree", "GroupCounter", "group_rom"]
+
+
+def signed_bits(lo: int, hi: int) -> int:
+    """Width of a signed value holding every integer in [lo, hi]."""
+    return max((-lo - 1).bit_length(), hi.bit_length()) + 1
+
+
+def adder_tree(m: Module, en, values, *, width: int, levels_per_stage: int = 2, name: str = "sum"):
+    """Sum ``values`` with a binary tree registered every ``levels_per_stage`` levels.
+
+    Every register advances on ``en``. Returns ``(total, stages)``: the sum as a
+    ``signed(width)`` value and the number of register stages it went through
+    (0 for a single value). ``width`` must hold every partial sum (callers size it
+    from the worst case).
+    """
+    level, stages, depth = list(values), 0, 0
+    while len(level) > 1:
+        nxt = [level[k] + level[k + 1] for k in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        depth += 1
+        if depth % levels_per_stage == 0 or len(nxt) == 1:
+            regs = []
+            for k, v in enumerate(nxt):
+                reg = Signal(signed(width), name=f"{name}_s{stages}_{k}")
+                with m.If(en):
+                    m.d.sync += reg.eq(v)
+                regs.append(reg)
+            nxt, stages = regs, stages + 1
+        level = nxt
+    return level[0], stages
+
+
+def adder_tree_stages(count: int, levels_per_stage: int = 2) -> int:
+    """Register stages :func:`adder_tree` uses for ``count`` values."""
+    stages, depth = 0, 0
+    while count > 1:
+        count = (count + 1) // 2
+        depth += 1
+        if depth % levels_per_stage == 0 or count == 1:
+            stages += 1
+    return stages
+
+
+class GroupCounter:
+    """The channel group of the beat on a stream: 0 on ``first``, then counting modulo
+    ``groups`` on every transfer. ``index`` is the group of the beat offered now."""
+
+    def __init__(self, m: Module, port, groups: int, name: str = "group"):
+        self.index = Signal(range(max(groups, 1)), name=f"{name}_index")
+        count = Signal(range(max(groups, 1)), name=f"{name}_count")
+        m.d.comb += self.index.eq(Mux(port.payload.first, 0, count))
+        with m.If(port.valid & port.ready):
+            m.d.sync += count.eq(Mux(self.index == groups - 1, 0, self.index + 1))
+
+
+def group_rom(m: Module, name: str, layout, rows: list, addr, en):
+    """A ROM (``Memory``) of per-group parameter rows, read synchronously at ``addr``
+    while ``en``; returns the read data (valid the cycle after the address)."""
+    m.submodules[name] = rom = Memory(shape=layout, depth=len(rows), init=rows)
+    port = rom.read_port()
+    m.d.comb += [port.addr.eq(addr), port.en.eq(en)]
+    return port.data
