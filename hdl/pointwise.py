@@ -1,0 +1,263 @@
+"""Pointwise (1x1, grouped) convolution: a PE x SIMD MAC array folded in time.
+
+Each input pixel (``C_in / simd`` beats of ``simd`` channels) is loaded into one of two
+pixel registers while the array works on the other, so the stream is read once and
+loading overlaps computing. Computing a pixel takes ``T = (C_out / pe) * (C_in / groups
+/ simd)`` operations, one per cycle: operation ``(b, j)`` gives each of the ``pe``
+processing elements (output channels ``b * pe + k``) the ``j``-th ``simd``-wide chunk of
+its group's input channels and that chunk's weights. Each PE sums its ``simd`` products
+in a registered adder tree and accumulates over the ``j`` chunks, starting from its bias;
+after the last chunk the ``pe`` accumulators leave as one beat. A per-operation ROM holds
+the weights, the biases and each PE's chunk index (PEs spanning whole groups read
+different chunks). The array therefore sustains ``max(T, C_in / simd)`` cycles per pixel:
+exactly ``MACs per pixel / (pe * simd)`` whenever ``pe`` divides ``C_out / groups``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .beats import beat_layout
+from .mac import adder_tree, adder_tree_stages, group_rom, signed_bits
+from .requant import Requantizer, acc_layout
+
+__all__ = ["PointwiseMAC", "PointwiseUnit"]
+
+
+class PointwiseMAC(wiring.Component):
+    """Folded PE x SIMD 1x1 convolution to accumulators.
+
+    Parameters
+    ----------
+    weights : (C_out, C_in / groups) int array
+    bias : (C_out,) int array
+    groups, pe, simd, bits, weight_bits, input_offset : int
+    acc_range : (int, int)
+
+    Ports: ``i`` — input beats of ``simd`` channels; ``o`` — accumulator beats of ``pe``
+    channels, ``C_out / pe`` per pixel, in channel order.
+    """
+
+    def __init__(self, *, weights, bias, groups, pe, simd, bits, weight_bits, input_offset, acc_range):
+        weights, bias = np.asarray(weights, dtype=np.int64), np.asarray(bias, dtype=np.int64)
+        c_out, group_in = weights.shape
+        c_in = group_in * groups
+        group_out = c_out // groups
+        if bias.shape != (c_out,) or c_out % groups or group_in % simd or c_out % pe or not (
+                group_out % pe == 0 or (pe % group_out == 0 and simd == group_in)):
+            raise ValueError(f"pointwise geometry not supported: weights {weights.shape}, groups {groups}, "
+                             f"pe {pe}, simd {simd} (see convgen.config.Pointwise)")
+        self.c_in, self.c_out, self.groups, self.pe, self.simd = c_in, c_out, groups, pe, simd
+        self.bits, self.weight_bits, self.input_offset = bits, weight_bits, input_offset
+        self._weights, self._bias = weights, bias
+        self.acc_bits = signed_bits(*acc_range)
+        worst = int(np.abs(weights).sum(axis=1).max()) * ((1 << bits) - 1) + int(np.abs(bias).max())
+        self.tree_bits = max(signed_bits(-worst, worst), self.acc_bits)
+        super().__init__({
+            "i": In(stream.Signature(beat_layout(bits, simd))),
+            "o": Out(stream.Signature(acc_layout(self.acc_bits, pe))),
+        })
+
+    @classmethod
+    def for_stage(cls, stage):
+        return cls(weights=stage.weights, bias=stage.bias, groups=stage.groups, pe=stage.pe,
+                   simd=stage.simd, bits=stage.input.bits, weight_bits=stage.weight_bits,
+                   input_offset=stage.input_offset, acc_range=stage.accumulator_range)
+
+    @property
+    def batches(self) -> int:
+        return self.c_out // self.pe
+
+    @property
+    def chunks(self) -> int:
+        """simd-wide chunks of one group's inputs (operations per output batch)."""
+        return self.c_in // self.groups // self.simd
+
+    @property
+    def operations(self) -> int:
+        """Operations (cycles) per pixel: batches x chunks."""
+        return self.batches * self.chunks
+
+    @property
+    def cycles_per_pixel(self) -> int:
+        """Sustained cycles per pixel: the operations, or the input beats if more."""
+        return max(self.operations, self.c_in // self.simd)
+
+    @property
+    def stages(self):
+        """operands (chunk + weights), multiply, the adder tree, accumulate."""
+        return ("operands", "multiply", *(f"sum{k}" for k in range(adder_tree_stages(self.simd))),
+                "accumulate")
+
+    @property
+    def latency(self) -> int:
+        """Cycles from issuing a pixel's last operation to its last output beat."""
+        return len(self.stages)
+
+    @property
+    def multipliers(self) -> int:
+        return self.pe * self.simd
+
+    def _chunk_table(self):
+        """chunk_table[op][k]: which simd-wide chunk of the pixel PE k reads in operation op."""
+        group_out, group_in = self.c_out // self.groups, self.c_in // self.groups
+        return [[((b * self.pe + k) // group_out) * group_in // self.simd + j for k in range(self.pe)]
+                for b in range(self.batches) for j in range(self.chunks)]
+
+    def _rom_rows(self):
+        rows = []
+        for b in range(self.batches):
+            for j in range(self.chunks):
+                outs = [b * self.pe + k for k in range(self.pe)]
+                rows.append({
+                    "w": [[int(self._weights[o, j * self.simd + s]) for s in range(self.simd)] for o in outs],
+                    "bias": [int(self._bias[o]) for o in outs],
+                })
+        return rows
+
+    def elaborate(self, platform):
+        m = Module()
+        P, S, T = self.pe, self.simd, self.operations
+        n_chunks = self.c_in // S                  # beats per pixel = chunks of the whole pixel
+        element = signed(self.bits)
+        chunk_layout = data.ArrayLayout(element, S)
+        pixel_layout = data.ArrayLayout(chunk_layout, n_chunks)
+
+        # -- loader: fills `load` from the stream ---------------------------------------------
+        load = Signal(pixel_layout, name="load")
+        load_count = Signal(range(n_chunks + 1))
+        load_full = Signal()
+        load_first, load_last = Signal(), Signal()
+        swap = Signal()     # the loaded pixel moves to `current` (defined below)
+        # The loader also takes a beat in the cycle its full buffer is swapped out (into slot 0
+        # of the emptied buffer), so loading never waits a cycle.
+        m.d.comb += [load_full.eq(load_count == n_chunks), self.i.ready.eq(~load_full | swap)]
+        slot = Mux(swap, 0, load_count)
+        with m.If(self.i.valid & self.i.ready):
+            with m.Switch(slot):
+                for k in range(n_chunks):
+                    with m.Case(k):
+                        m.d.sync += load[k].eq(self.i.payload.data)
+            with m.If(slot == 0):
+                m.d.sync += load_first.eq(self.i.payload.first)
+            with m.If(slot == n_chunks - 1):
+                m.d.sync += load_last.eq(self.i.payload.last)
+
+        # -- issue: one operation per enabled cycle on the `current` pixel --------------------
+        en = Signal()
+        m.d.comb += en.eq(~self.o.valid | self.o.ready)
+        current = Signal(pixel_layout, name="current")
+        cur_first, cur_last = Signal(), Signal()
+        busy = Signal()
+        op = Signal(range(T), name="op")
+        j = Signal(range(self.chunks), name="chunk_j")
+        b = Signal(range(self.batches), name="batch_b")
+        issue, last_op = Signal(), Signal()
+        m.d.comb += [issue.eq(en & busy), last_op.eq(op == T - 1),
+                     swap.eq(load_full & (~busy | (issue & last_op)))]
+        with m.If(issue):
+            m.d.sync += [op.eq(Mux(last_op, 0, op + 1)), j.eq(Mux(j == self.chunks - 1, 0, j + 1))]
+            with m.If(j == self.chunks - 1):
+                m.d.sync += b.eq(Mux(b == self.batches - 1, 0, b + 1))
+            with m.If(last_op):
+                m.d.sync += busy.eq(0)
+        accepted = self.i.valid & self.i.ready
+        with m.If(swap):      # the next pixel moves in as the last operation of this one issues
+            m.d.sync += [current.eq(load), busy.eq(1), load_count.eq(accepted),
+                         cur_first.eq(load_first), cur_last.eq(load_last)]
+        with m.Elif(accepted):
+            m.d.sync += load_count.eq(load_count + 1)
+
+        # -- operands: each PE's chunk (selected now, before a swap), this operation's weights --
+        ctl_layout = data.StructLayout({"valid": 1, "first_chunk": 1, "last_chunk": 1,
+                                        "first": 1, "last": 1})
+        stages = self.stages
+        ctl = [Signal(ctl_layout, name=f"ctl_{name}") for name in stages]
+        params = group_rom(m, "weights", data.StructLayout({
+            "w": data.ArrayLayout(data.ArrayLayout(signed(self.weight_bits), S), P),
+            "bias": data.ArrayLayout(signed(32), P)}), self._rom_rows(), op, en)
+        table = self._chunk_table()
+        operands = [Signal(chunk_layout, name=f"operand{k}") for k in range(P)]
+        chunks = Array(current[c] for c in range(n_chunks))
+        with m.If(en):
+            m.d.sync += [ctl[0].valid.eq(issue), ctl[0].first_chunk.eq(j == 0),
+                         ctl[0].last_chunk.eq(j == self.chunks - 1),
+                         ctl[0].first.eq(cur_first & (b == 0)),
+                         ctl[0].last.eq(cur_last & (b == self.batches - 1))]
+            for k in range(P):
+                index = Array(Const(row[k], range(n_chunks)) for row in table)[op] if T > 1 \
+                    else Const(table[0][k], range(n_chunks))
+                m.d.sync += operands[k].eq(chunks[index])
+            for s in range(1, len(stages)):
+                m.d.sync += ctl[s].eq(ctl[s - 1])
+
+        # -- multiply: P x S products; the biases move along ----------------------------------
+        product_bits = self.bits + 1 + self.weight_bits
+        products = [[Signal(signed(product_bits), name=f"p{k}_{s}") for s in range(S)] for k in range(P)]
+        bias = [Signal(signed(32), name=f"bias{k}") for k in range(P)]
+        with m.If(en):
+            for k in range(P):
+                m.d.sync += bias[k].eq(params.bias[k])
+                for s in range(S):
+                    m.d.sync += products[k][s].eq((operands[k][s] + self.input_offset) * params.w[k][s])
+
+        # -- adder tree over the SIMD products (bias delayed alongside) ------------------------
+        sums, tree_stages = [], 0
+        for k in range(P):
+            total, tree_stages = adder_tree(m, en, products[k], width=self.tree_bits, name=f"pe{k}")
+            sums.append(total)
+        for _ in range(tree_stages):
+            delayed = [Signal(signed(32), name=f"bias{k}_d") for k in range(P)]
+            with m.If(en):
+                m.d.sync += [d.eq(v) for d, v in zip(delayed, bias)]
+            bias = delayed
+
+        # -- accumulate over the chunks, starting from the bias --------------------------------
+        acc = [Signal(signed(self.tree_bits), name=f"acc{k}") for k in range(P)]
+        c = ctl[-2]
+        with m.If(en & c.valid):
+            for k in range(P):
+                m.d.sync += acc[k].eq(Mux(c.first_chunk, bias[k], acc[k]) + sums[k])
+        out_valid = Signal()
+        with m.If(en):
+            m.d.sync += out_valid.eq(c.valid & c.last_chunk)
+        for k in range(P):
+            m.d.comb += self.o.payload.data[k].eq(acc[k])
+        m.d.comb += [self.o.valid.eq(out_valid), self.o.payload.first.eq(ctl[-1].first),
+                     self.o.payload.last.eq(ctl[-1].last)]
+        return m
+
+
+class PointwiseUnit(wiring.Component):
+    """A whole :class:`~convgen.config.Pointwise` stage: ``simd``-channel beats in,
+    requantized ``pe``-channel beats out."""
+
+    def __init__(self, stage):
+        self.stage = stage
+        self.mac = PointwiseMAC.for_stage(stage)
+        self.requant = Requantizer.for_stage(stage, stage.pe)
+        super().__init__({
+            "i": In(stream.Signature(beat_layout(stage.input.bits, stage.simd))),
+            "o": Out(stream.Signature(beat_layout(stage.output.bits, stage.pe))),
+        })
+
+    @property
+    def latency(self) -> int:
+        """Cycles from a pixel's last operation issue to its last output beat."""
+        return self.mac.latency + self.requant.latency
+
+    @property
+    def cycles_per_pixel(self) -> int:
+        return self.mac.cycles_per_pixel
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mac = self.mac
+        m.submodules.requant = self.requant
+        wiring.connect(m, wiring.flipped(self.i), self.mac.i)
+        wiring.connect(m, self.mac.o, self.requant.i)
+        wiring.connect(m, self.requant.o, wiring.flipped(self.o))
+        return m
