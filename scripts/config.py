@@ -58,6 +58,16 @@ def check_int(where: str, name: str, value, lo: int | None = None, hi: int | Non
     return value
 
 
+def check_identifier(where: str, name: str, value) -> str:
+    """A name that is also a valid Verilog/Python identifier."""
+    if not isinstance(value, str):
+        raise TypeError(f"{where}{name} must be a string, not {value!r}")
+    if not value.isidentifier() or not value.isascii():
+        raise ValueError(f"{where}{name} must be an identifier (ASCII letters, digits, _; "
+                         f"not starting with a digit), not {value!r}")
+    return value
+
+
 def check_choice(where: str, name: str, value, choices) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{where}{name} must be a string, one of {', '.join(choices)}; not {value!r}")
@@ -66,14 +76,17 @@ def check_choice(where: str, name: str, value, choices) -> str:
     return value
 
 
+_F32 = np.finfo(np.float32)
+
+
 def check_scale(where: str, name: str, value) -> float:
-    if not isinstance(value, (int, float, np.floating, np.integer)) or isinstance(value, bool):
+    """A scale: a positive normal float32 number (TFLite stores scales as float32)."""
+    if not isinstance(value, (int, float, np.floating, np.integer)) or isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{where}{name} must be a number, not {value!r}")
     value = float(value)
-    # Scales are float32 in TFLite: a scale must survive the conversion.
-    if not (math.isfinite(value) and value > 0 and np.float32(value) > 0
-            and math.isfinite(np.float32(value))):
-        raise ValueError(f"{where}{name} must be a positive finite float32 number, not {value!r}")
+    if not (math.isfinite(value) and float(_F32.smallest_normal) <= value <= float(_F32.max)):
+        raise ValueError(f"{where}{name} must be a positive normal float32 number "
+                         f"({float(_F32.smallest_normal):.3g} to {float(_F32.max):.3g}), not {value!r}")
     return value
 
 
@@ -87,10 +100,12 @@ def check_array(where: str, name: str, value, shape: tuple, lo: int, hi: int,
                         f"not {value.dtype.name}")
     if value.shape != tuple(shape):
         raise ValueError(f"{where}{name} must have shape {tuple(shape)}, not {value.shape}")
-    out = value.astype(np.int64)
-    if out.size and (out.min() < lo or out.max() > hi):
-        bad = out.min() if out.min() < lo else out.max()
+    base = value.astype(np.int64)
+    if base.size and (base.min() < lo or base.max() > hi):
+        bad = base.min() if base.min() < lo else base.max()
         raise ValueError(f"{where}{name} must hold values from {lo} to {hi}, not {int(bad)}")
+    base.setflags(write=False)
+    out = base.view()             # a view of a read-only base can never be made writable
     out.setflags(write=False)
     return out
 
@@ -129,8 +144,7 @@ class TensorSpec:
     scale: float = 1.0
 
     def __post_init__(self):
-        if not isinstance(self.name, str) or not self.name.isidentifier():
-            raise ValueError(f"tensor name must be an identifier (letters, digits, _), not {self.name!r}")
+        check_identifier("", "tensor name", self.name)
         where = f"tensor {self.name!r}: "
         for dim in ("height", "width", "channels"):
             object.__setattr__(self, dim, check_int(where, dim, getattr(self, dim), 1, 1 << 16))
@@ -171,8 +185,7 @@ class Stage:
     output: TensorSpec
 
     def __post_init__(self):
-        if not isinstance(self.name, str) or not self.name.isidentifier():
-            raise ValueError(f"stage name must be an identifier (letters, digits, _), not {self.name!r}")
+        check_identifier("", "stage name", self.name)
         if not isinstance(self.input, TensorSpec) or not isinstance(self.output, TensorSpec):
             raise TypeError(f"{self.where}input and output must be TensorSpec objects")
         if self.output.name != self.name:
@@ -264,9 +277,10 @@ class ConvStage(Stage):
 
     @cached_property
     def accumulator_range(self) -> tuple[int, int]:
-        """Exact worst-case ``(min, max)`` of the int32 accumulator over every input,
-        from the actual weights and biases: each product ``w * (x + input_offset)``
-        with ``x + input_offset`` in ``[qmin - zp, qmax - zp]`` (0 for a padded tap)."""
+        """Worst-case ``(min, max)`` of the int32 accumulator over every input, from the
+        actual weights and biases: each product ``w * (x + input_offset)`` with
+        ``x + input_offset`` in ``[qmin - zp, qmax - zp]`` (0 for a padded tap); the
+        range is widened to include 0 (hardware registers start there)."""
         lo_x, hi_x = self.input.qmin - self.input.zero_point, self.input.qmax - self.input.zero_point
         taps = self._taps()
         pos, neg = np.maximum(taps, 0), np.minimum(taps, 0)
@@ -298,18 +312,26 @@ class Pointwise(ConvStage):
     pe: int = 1
     simd: int = 1
 
+    @staticmethod
+    def check_geometry(where: str, input: TensorSpec, out_channels, groups) -> tuple[int, int]:
+        """Validate output channels and groups on ``input``; returns ``(out_channels, groups)``."""
+        out_channels = check_int(where, "out_channels", out_channels, 1)
+        groups = check_int(where, "groups", groups, 1)
+        if input.channels % groups:
+            raise ValueError(f"{where}groups must divide the input channels {input.channels}, not {groups}")
+        if out_channels % groups:
+            raise ValueError(f"{where}groups must divide the output channels {out_channels}, not {groups}")
+        return out_channels, groups
+
     def _validate(self):
         w = self.where
         if self.input.height != self.output.height or self.input.width != self.output.width:
             raise ValueError(f"{w}output height x width must equal the input's "
-                             f"{self.input.height}x{self.input.width}")
-        groups = check_int(w, "groups", self.groups, 1)
+                             f"{self.input.height}x{self.input.width}, not "
+                             f"{self.output.height}x{self.output.width}")
+        _, groups = self.check_geometry(w, self.input, self.output.channels, self.groups)
         object.__setattr__(self, "groups", groups)
         c_in, c_out = self.input.channels, self.output.channels
-        if c_in % groups:
-            raise ValueError(f"{w}groups must divide the input channels {c_in}, not {groups}")
-        if c_out % groups:
-            raise ValueError(f"{w}groups must divide the output channels {c_out}, not {groups}")
         pe = check_int(w, "pe", self.pe, 1)
         simd = check_int(w, "simd", self.simd, 1)
         object.__setattr__(self, "pe", pe)
@@ -478,10 +500,10 @@ class Add(Stage):
             raise ValueError(f"{w}skip, main input and output must have equal bits, not "
                              f"{self.skip.bits}, {self.input.bits}, {self.output.bits}")
         if self.input.bits > 10:
-            nonzero = [t.name for t in (self.skip, self.input, self.output) if t.zero_point != 0]
+            nonzero = [t for t in (self.skip, self.input, self.output) if t.zero_point != 0]
             if nonzero:
                 raise ValueError(f"{w}above 10 bits the add needs zero points of 0 (TFLite int16 "
-                                 f"ADD), not {nonzero[0]!r}'s")
+                                 f"ADD); tensor {nonzero[0].name!r} has zero_point {nonzero[0].zero_point}")
         try:
             self.params
         except ValueError as error:
@@ -531,8 +553,7 @@ class EngineConfig:
     source: str | None = field(default=None, compare=False)   # file it was loaded from, for reports
 
     def __post_init__(self):
-        if not isinstance(self.name, str) or not self.name.isidentifier():
-            raise ValueError(f"name must be an identifier (letters, digits, _), not {self.name!r}")
+        check_identifier("", "name", self.name)
         if not isinstance(self.input, TensorSpec):
             raise TypeError(f"input must be a TensorSpec, not {self.input!r}")
         stages = tuple(self.stages)

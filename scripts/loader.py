@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 import tomllib
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -50,23 +51,32 @@ def load_config(path, tensors: dict | None = None) -> C.EngineConfig:
     """Load an engine from a TOML file (and the ``.npz`` it names, relative to the TOML)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ValueError(f"config file {str(path)!r} cannot be read: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"config file {str(path)!r} is not UTF-8 text") from None
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ValueError(f"config file {str(path)!r} is not valid TOML: {error}") from None
-    name = re.sub(r"\W", "_", path.stem)
+    name = re.sub(r"\W", "_", path.stem.encode("ascii", "replace").decode())
+    if not name.isidentifier():
+        name = f"engine_{name}"          # e.g. 3x3_dw.toml -> engine_3x3_dw
     return config_from_dict(doc, base_dir=path.parent, default_name=name, source=str(path), tensors=tensors)
 
 
 def _read_npz(path: Path) -> dict:
+    if not zipfile.is_zipfile(path):
+        if not path.exists():
+            raise ValueError(f"tensors file {str(path)!r} does not exist")
+        raise ValueError(f"tensors file {str(path)!r} is not an .npz archive")
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
-    except (OSError, ValueError) as error:
-        raise ValueError(f"tensors file {str(path)!r} cannot be read as .npz: {error}") from None
+    except Exception as error:          # a damaged archive: zipfile, EOF, value errors
+        raise ValueError(f"tensors file {str(path)!r} cannot be read as .npz: "
+                         f"{type(error).__name__}: {error}") from None
 
 
 class _Params:
@@ -95,17 +105,17 @@ class _Params:
             in_file = self.arrays is not None and f"{name}.{key}" in self.arrays
             if in_toml and in_file:
                 raise ValueError(f"{where}{key} is given both in the TOML and as "
-                                 f"{name}.{key!r} in the tensors file")
+                                 f"{f'{name}.{key}'!r} in the tensors file")
             if in_toml:
                 out.append(table[key])
             elif self.arrays is not None:
                 value = self.get(f"{name}.{key}")
                 if value.shape not in ((), (1,)):
-                    raise ValueError(f"{where}tensors file array {name}.{key!r} must be a scalar, "
+                    raise ValueError(f"{where}tensors file array {f'{name}.{key}'!r} must be a scalar, "
                                      f"not shape {value.shape}")
                 kinds = "iu" if key == "zero_point" else "f"
                 if value.dtype.kind not in kinds:
-                    raise TypeError(f"{where}tensors file array {name}.{key!r} must be "
+                    raise TypeError(f"{where}tensors file array {f'{name}.{key}'!r} must be "
                                     f"{'an integer' if key == 'zero_point' else 'a float'}, "
                                     f"not {value.dtype.name}")
                 out.append(value.reshape(-1)[0].item())
@@ -153,7 +163,11 @@ class _Params:
         effective = (out.qmax - out.qmin) / (6 * acc_std) * rng.uniform(0.5, 2.0, size=c_out)
         if self.scales == "power-of-two":
             effective = 2.0 ** np.round(np.log2(effective))
-        weight_scales = (effective * out.scale / inp.scale).astype(np.float32)
+        with np.errstate(over="ignore", under="ignore"):
+            weight_scales = (effective * out.scale / inp.scale).astype(np.float32)
+        if not np.all(np.isfinite(weight_scales) & (weight_scales > 0)):
+            raise ValueError(f"{where}cannot generate weight scales for input scale {inp.scale!r} "
+                             f"and output scale {out.scale!r}: give the tensors in a file")
         pairs = [arith.quantize_multiplier(float(np.float32(inp.scale)) * float(ws)
                                            / float(np.float32(out.scale)), rounding)
                  for ws in weight_scales]
@@ -180,7 +194,7 @@ def config_from_dict(doc: dict, base_dir=".", default_name: str = "engine", sour
         tensors = _read_npz(Path(base_dir) / doc["tensors"])
     random = doc.get("random", {})
     _check_keys("[random]", random, _RANDOM_KEYS)
-    if tensors is not None and random:
+    if tensors is not None and "random" in doc:
         raise ValueError("[random] is used only without a tensors file; remove one of them")
     seed = C.check_int("[random] ", "seed", random.get("seed", 0), 0)
     scales = C.check_choice("[random] ", "scales", random.get("scales", "float"), _SCALE_MODES)
@@ -209,7 +223,7 @@ def config_from_dict(doc: dict, base_dir=".", default_name: str = "engine", sour
         if not isinstance(st, dict):
             raise TypeError(f"[[stage]] {index} must be a table, not {st!r}")
         kind = st.get("kind")
-        if kind not in _STAGE_KEYS:
+        if not isinstance(kind, str) or kind not in _STAGE_KEYS:
             raise ValueError(f"[[stage]] {index}: kind must be one of {', '.join(_STAGE_KEYS)}, not {kind!r}")
         stage_name = st.get("name", f"{kind}{index}")
         where = f"stage {stage_name!r} ({kind}): "
@@ -240,7 +254,7 @@ def _build_stage(kind, name, where, st, upstream, tensors_by_name, lanes_out, pa
     bits = C.check_int(where, "bits", st.get("bits", upstream.bits), C.MIN_BITS, C.MAX_BITS)
     if kind == "add":
         skip_name = st.get("skip")
-        if skip_name not in tensors_by_name:
+        if not isinstance(skip_name, str) or skip_name not in tensors_by_name:
             raise ValueError(f"{where}skip must name an earlier tensor "
                              f"({', '.join(tensors_by_name)}), not {skip_name!r}")
         skip = tensors_by_name[skip_name]
@@ -254,8 +268,8 @@ def _build_stage(kind, name, where, st, upstream, tensors_by_name, lanes_out, pa
     if kind == "pointwise":
         if "out_channels" not in st:
             raise ValueError(f"{where}missing key 'out_channels'")
-        out_channels = C.check_int(where, "out_channels", st["out_channels"], 1)
-        groups = C.check_int(where, "groups", st.get("groups", 1), 1)
+        out_channels, groups = C.Pointwise.check_geometry(where, upstream, st["out_channels"],
+                                                          st.get("groups", 1))
         out_shape = (upstream.height, upstream.width, out_channels)
         taps = upstream.channels // groups
         weight_shape = (out_channels, taps)
