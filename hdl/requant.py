@@ -237,7 +237,7 @@ class Requantizer(wiring.Component):
 
         # -- clamp: + zero point, clamp, narrow -------------------------------------------------
         for lane in range(lanes):
-            biased = mult.y[lane] + self.zero_point
+            biased = (mult.y[lane] + self.zero_point)[:32].as_signed()    # int32 add, as TFLite
             clamped = Mux(biased < self.act_min, self.act_min, Mux(biased > self.act_max, self.act_max, biased))
             with m.If(en):
                 m.d.sync += self.o.payload.data[lane].eq(clamped)

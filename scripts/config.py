@@ -90,14 +90,15 @@ def check_scale(where: str, name: str, value) -> float:
     return value
 
 
-def check_array(where: str, name: str, value, shape: tuple, lo: int, hi: int,
-                dtypes: tuple) -> np.ndarray:
-    """A read-only int64 copy of an integer array of exactly ``shape`` and values in [lo, hi]."""
+def check_array(where: str, name: str, value, shape: tuple, lo: int, hi: int) -> np.ndarray:
+    """A read-only int64 copy of an integer array of exactly ``shape`` and values in [lo, hi].
+
+    Any integer dtype is accepted here (the values are checked); the tensors file
+    format fixes the dtypes (:mod:`convgen.loader`)."""
     if not isinstance(value, np.ndarray):
         raise TypeError(f"{where}{name} must be a numpy array, not {type(value).__name__}")
-    if value.dtype not in [np.dtype(d) for d in dtypes]:
-        raise TypeError(f"{where}{name} must have dtype {' or '.join(np.dtype(d).name for d in dtypes)}, "
-                        f"not {value.dtype.name}")
+    if value.dtype.kind not in "iu":
+        raise TypeError(f"{where}{name} must hold integers, not {value.dtype.name}")
     if value.shape != tuple(shape):
         raise ValueError(f"{where}{name} must have shape {tuple(shape)}, not {value.shape}")
     base = value.astype(np.int64)
@@ -234,14 +235,13 @@ class ConvStage(Stage):
         object.__setattr__(self, "weight_bits", wb)
         c_out = self.output.channels
         wmin, wmax = arith.int_range(wb)
-        wdtypes = ("int8",) if wb <= 8 else ("int16",)
         object.__setattr__(self, "weights", check_array(w, "weights", self.weights,
-                                                        self.expected_weight_shape(), wmin, wmax, wdtypes))
+                                                        self.expected_weight_shape(), wmin, wmax))
         object.__setattr__(self, "bias", check_array(w, "bias", self.bias, (c_out,),
-                                                     arith.INT32_MIN, arith.INT32_MAX, ("int32",)))
+                                                     arith.INT32_MIN, arith.INT32_MAX))
         object.__setattr__(self, "multiplier", check_array(w, "multiplier", self.multiplier, (c_out,),
-                                                           0, arith.INT32_MAX, ("int32",)))
-        object.__setattr__(self, "shift", check_array(w, "shift", self.shift, (c_out,), -31, 30, ("int32",)))
+                                                           0, arith.INT32_MAX))
+        object.__setattr__(self, "shift", check_array(w, "shift", self.shift, (c_out,), -31, 30))
         low = self.multiplier[(self.multiplier != 0) & (self.multiplier < (1 << 30))]
         if low.size:
             raise ValueError(f"{w}multiplier must be 0 or in [2^30, 2^31) (a normalised "

@@ -150,7 +150,13 @@ class _Params:
              weight_shape: tuple, weight_bits: int, rounding: str) -> dict:
         """Weights, bias, multiplier and shift of a convolution stage."""
         if self.arrays is not None:
-            return {key: self.get(f"{name}.{key}") for key in _CONV_ARRAYS}
+            arrays = {key: self.get(f"{name}.{key}") for key in _CONV_ARRAYS}
+            dtypes = {"weights": "int8" if weight_bits <= 8 else "int16",
+                      "bias": "int32", "multiplier": "int32", "shift": "int32"}
+            for key, dtype in dtypes.items():      # the file format fixes the dtypes
+                if arrays[key].dtype != np.dtype(dtype):
+                    raise TypeError(f"{where}{key} must have dtype {dtype}, not {arrays[key].dtype.name}")
+            return arrays
         rng, c_out = self.rng, out.channels
         span = inp.qmax - inp.qmin
         # Largest weight magnitude that keeps the worst-case accumulator in int32.

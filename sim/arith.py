@@ -178,13 +178,14 @@ def activation_range(activation: str, scale: float, zero_point: int, bits: int) 
 
 
 def requantize(acc, multiplier, shift, zero_point, act_min, act_max, rounding="double"):
-    """Accumulator -> output: ``clamp(MBQM(acc, m, s) + zero_point, act_min, act_max)``.
+    """Accumulator -> output: ``clamp(MBQM(acc, m, s) + zero_point, act_min, act_max)``,
+    the addition in int32 (wrapping) as TFLite's C++ does.
 
     ``acc`` is (..., C) int32 values, ``multiplier``/``shift`` are per output
     channel (C,) and broadcast over the leading axes.
     """
     scaled = multiply_by_quantized_multiplier(acc, multiplier, shift, rounding)
-    return np.clip(scaled + zero_point, act_min, act_max)
+    return np.clip(wrap_int32(scaled + zero_point), act_min, act_max)    # TFLite adds in int32
 
 
 @dataclass(frozen=True)
@@ -256,4 +257,4 @@ def quantized_add(a, b, p: AddParams):
         scaled(b, p.b_offset, p.b_multiplier, p.b_shift)
     out = multiply_by_quantized_multiplier(wrap_int32(raw_sum), p.out_multiplier,
                                            p.out_shift, p.rounding)
-    return np.clip(out + p.out_zero_point, p.act_min, p.act_max)
+    return np.clip(wrap_int32(out + p.out_zero_point), p.act_min, p.act_max)   # int32, as TFLite

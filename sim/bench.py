@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+from amaranth.hdl import Module, Signal
 from amaranth.sim import Simulator
 
 __all__ = ["PATTERNS", "pauses", "stream_put", "stream_get", "run_stream", "frame_beats", "beats_frame"]
@@ -113,7 +114,12 @@ def run_stream(dut, beats, expected_count: int, *, source: str = "none", sink: s
             if valid:
                 raise AssertionError(f"extra beat after the expected {expected_count}: {_plain(payload)}")
 
-    sim = Simulator(dut)
+    # A top with a clock domain of its own, so purely combinational DUTs simulate too.
+    top = Module()
+    top.submodules.dut = dut
+    tick = Signal()
+    top.d.sync += tick.eq(~tick)
+    sim = Simulator(top)
     sim.add_clock(1e-8)
     sim.add_testbench(source_bench, background=True)
     if extra is not None:
