@@ -31,8 +31,6 @@ Padding taps (outside the image) are replaced by the input zero point at the win
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
@@ -40,87 +38,9 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .beats import beat_layout
+from .schedule import WindowSchedule, window_schedule  # noqa: F401 (re-exported)
 
 __all__ = ["WindowSchedule", "window_schedule", "window_layout", "WindowGenerator"]
-
-
-@dataclass(frozen=True)
-class WindowSchedule:
-    """Where each output of a window stage is emitted (see the module docstring)."""
-    height: int
-    width: int
-    kernel: int
-    stride: int
-    dilation: int
-    pad_top: int
-    pad_left: int
-    out_height: int
-    out_width: int
-
-    @property
-    def reach(self) -> int:
-        return (self.kernel - 1) * self.dilation
-
-    @property
-    def emission_slots(self) -> np.ndarray:
-        """(out_h, out_w) pixel-slot index at which each output is emitted."""
-        rows = np.arange(self.out_height) * self.stride - self.pad_top + self.reach
-        cols = np.arange(self.out_width) * self.stride - self.pad_left + self.reach
-        return rows[:, None] * self.width + cols[None, :]
-
-    @property
-    def slots(self) -> int:
-        """Pixel slots per frame: every input, then the virtual slots of the bottom padding."""
-        return max(self.height * self.width, int(self.emission_slots[-1, -1]) + 1)
-
-    @property
-    def fill(self) -> int:
-        """Input pixels taken up to and including the slot of the first output."""
-        return int(self.emission_slots[0, 0]) + 1
-
-    @property
-    def tail(self) -> int:
-        """Virtual pixel slots after the last input (bottom padding)."""
-        return self.slots - self.height * self.width
-
-    @property
-    def virtual_rows(self) -> int:
-        return -(-self.tail // self.width)
-
-    # Per-slot lookup tables (see WindowGenerator): x -> (emits, row carry, column pad mask),
-    # row -> (emits, row pad mask).
-    def column_table(self):
-        table = []
-        for x in range(self.width):
-            entry = (False, 0, 0)
-            for ox in range(self.out_width):
-                q = ox * self.stride - self.pad_left + self.reach
-                if q % self.width == x and q >= 0:
-                    cols = [ox * self.stride - self.pad_left + j * self.dilation for j in range(self.kernel)]
-                    mask = sum(1 << j for j, c in enumerate(cols) if not 0 <= c < self.width)
-                    entry = (True, q // self.width, mask)
-            table.append(entry)
-        return table
-
-    def row_table(self):
-        rows = self.height + self.virtual_rows + 1
-        table = []
-        for y in range(rows):
-            entry = (False, 0)
-            r = y + self.pad_top - self.reach
-            if r >= 0 and r % self.stride == 0 and r // self.stride < self.out_height:
-                oy = r // self.stride
-                taps = [oy * self.stride - self.pad_top + i * self.dilation for i in range(self.kernel)]
-                entry = (True, sum(1 << i for i, t in enumerate(taps) if not 0 <= t < self.height))
-            table.append(entry)
-        return table
-
-
-def window_schedule(stage) -> WindowSchedule:
-    """The schedule of a :class:`~convgen.config.Depthwise` stage."""
-    return WindowSchedule(stage.input.height, stage.input.width, stage.kernel, stage.stride,
-                          stage.dilation, stage.pad_top_bottom[0], stage.pad_left_right[0],
-                          stage.out_height, stage.out_width)
 
 
 def window_layout(bits: int, lanes: int, kernel: int) -> data.StructLayout:

@@ -10,10 +10,12 @@ stride s, output H' x W'):
 * cycles: every stage is busy ``pixels x cycles per pixel`` per frame, where a
   depthwise stage or a stream port moves one beat of ``lanes`` channels per cycle
   (``C / lanes`` cycles per pixel) and a pointwise array does ``pe * simd`` MACs
-  per cycle (``MACs per pixel / (pe * simd)``). A frame takes the slowest stage's
+  per cycle (``MACs per pixel / (pe * simd)``, or ``C / simd`` input beats if more).
+  A frame takes the slowest stage's
   busy cycles, plus the fill of every window stage before it (input beats it
   swallows before its first output) and the tail of every window stage from it
-  on (output beats it emits after the last input, which 'same' padding causes),
+  on (virtual slots after the last input, in which the outputs that wait on 'same'
+  bottom padding leave; see convgen.hdl.schedule),
   plus the gateware's pipeline latency (not modelled here; the engine reports it).
 
 Biases are not counted as parameters (one per output channel; reported apart).
@@ -27,6 +29,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .config import Add, ConvStage, Depthwise, EngineConfig, Pointwise, Shuffle
+from .hdl.schedule import pointwise_cycles_per_pixel, window_schedule
 
 __all__ = ["StageCost", "EngineCost", "estimate", "format_table", "to_json", "window_fill_tail"]
 
@@ -96,23 +99,12 @@ class EngineCost:
 
 
 def window_fill_tail(stage: Depthwise) -> tuple[int, int]:
-    """``(fill, tail)`` in pixels of a KxK window stage emitting outputs in raster order.
-
-    Output (oy, ox) can be emitted once input (min(H-1, oy*s - top + (K-1)*d),
-    min(W-1, ox*s - left + (K-1)*d)) has arrived. ``fill`` counts the input pixels up to
-    the one the first output waits for; ``tail`` counts the outputs still to emit when
-    the last input pixel arrives (raster order makes every output after the first such
-    one wait too).
-    """
-    h, w = stage.input.height, stage.input.width
-    top, left = stage.pad_top_bottom[0], stage.pad_left_right[0]
-    reach = (stage.kernel - 1) * stage.dilation
-    rows = np.minimum(h - 1, np.arange(stage.out_height) * stage.stride - top + reach)
-    cols = np.minimum(w - 1, np.arange(stage.out_width) * stage.stride - left + reach)
-    last_needed = (rows[:, None] * w + cols[None, :]).reshape(-1)
-    fill = int(last_needed[0]) + 1
-    tail = int(last_needed.size - np.argmax(last_needed == h * w - 1))
-    return fill, tail
+    """``(fill, tail)`` in pixels of a window stage, from its schedule
+    (:class:`convgen.hdl.schedule.WindowSchedule`): ``fill`` counts the input pixels up
+    to the slot of the first output, ``tail`` the virtual slots after the last input in
+    which the outputs that wait on bottom padding are emitted."""
+    schedule = window_schedule(stage)
+    return schedule.fill, schedule.tail
 
 
 def _stage_cost(stage) -> StageCost:
@@ -126,7 +118,7 @@ def _stage_cost(stage) -> StageCost:
         m, g = stage.output.channels, stage.groups
         macs, params = c * m * pixels // g, c * m // g
         multipliers = stage.pe * stage.simd
-        cycles_per_pixel = (c * m // g) // multipliers
+        cycles_per_pixel = pointwise_cycles_per_pixel(c, m, g, stage.pe, stage.simd)
     elif isinstance(stage, Depthwise):
         k = stage.kernel
         macs = k * k * c * stage.out_height * stage.out_width

@@ -71,18 +71,18 @@ def test_seed_worked_example_dws_versus_inverted_residual():
 
 
 def brute_force_fill_tail(stage):
-    """Fill and tail by enumerating every tap of every output (no shortcuts)."""
+    """Fill and tail by enumerating every tap of every output: an output leaves in the
+    slot of its raster-latest tap, counted in padded coordinates without clamping
+    (a right-padding tap at column W + j is slot j of the next row)."""
     h, w = stage.input.height, stage.input.width
     top, left = stage.pad_top_bottom[0], stage.pad_left_right[0]
-    last = []
+    slots = []
     for oy, ox in itertools.product(range(stage.out_height), range(stage.out_width)):
-        needed = [(oy * stage.stride - top + ky * stage.dilation, ox * stage.stride - left + kx * stage.dilation)
-                  for ky in range(stage.kernel) for kx in range(stage.kernel)]
-        inside = [y * w + x for y, x in needed if 0 <= y < h and 0 <= x < w]
-        last.append(max(inside))
-    # Raster emission: an output leaves no earlier than every output before it.
-    ready = np.maximum.accumulate(np.array(last))
-    return int(ready[0]) + 1, int((ready == h * w - 1).sum())
+        taps = [(oy * stage.stride - top + ky * stage.dilation, ox * stage.stride - left + kx * stage.dilation)
+                for ky in range(stage.kernel) for kx in range(stage.kernel)]
+        slots.append(max(y * w + x for y, x in taps))
+    assert slots == sorted(slots), "outputs must leave in raster order"
+    return slots[0] + 1, max(0, slots[-1] + 1 - h * w)
 
 
 @pytest.mark.parametrize("h,w,k,s,d,padding", [
@@ -120,9 +120,10 @@ def test_port_bottleneck_adds_the_padding_tail():
                                "stage": [{"kind": "depthwise", "lanes": 1}]})
     est = cost.estimate(config)
     assert est.bottleneck == "input" and est.bottleneck_cycles == 256 * 16
-    # Outputs (14, 14), (14, 15) and row 15 wait for the last input: 18 pixels x 16 beats.
-    assert est.tail_cycles == 18 * 16 and est.fill_cycles == 0
-    assert est.cycles_per_frame == 256 * 16 + 18 * 16
+    # The last output row leaves in a virtual row after the last input (16 slots), and
+    # its last output, whose right taps are padding, in the first slot after that: 17.
+    assert est.tail_cycles == 17 * 16 and est.fill_cycles == 0
+    assert est.cycles_per_frame == 256 * 16 + 17 * 16
 
 
 def test_shuffle_add_and_power_of_two_requantizers():

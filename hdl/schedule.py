@@ -1,0 +1,126 @@
+"""Cycle schedules of the streaming components, in plain Python (no Amaranth).
+
+The gateware, the cost model, the benches and the tests all take their cycle counts
+from here, so the formula for a component exists once.
+
+* :class:`WindowSchedule` — where a window stage emits each output (see
+  :mod:`convgen.hdl.window`): output ``(oy, ox)`` leaves at pixel slot
+  ``(oy*s - top + (K-1)*d) * W + (ox*s - left + (K-1)*d)``, unclamped; a frame takes
+  ``max(H * W, last emission slot + 1)`` slots of ``C / lanes`` beats.
+* :func:`pointwise_frame_cycles` — the folded pointwise array.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["WindowSchedule", "window_schedule", "pointwise_cycles_per_pixel", "pointwise_frame_cycles"]
+
+
+@dataclass(frozen=True)
+class WindowSchedule:
+    """Where each output of a window stage is emitted (see the module docstring)."""
+    height: int
+    width: int
+    kernel: int
+    stride: int
+    dilation: int
+    pad_top: int
+    pad_left: int
+    out_height: int
+    out_width: int
+
+    @property
+    def reach(self) -> int:
+        return (self.kernel - 1) * self.dilation
+
+    @property
+    def emission_slots(self) -> np.ndarray:
+        """(out_h, out_w) pixel-slot index at which each output is emitted."""
+        rows = np.arange(self.out_height) * self.stride - self.pad_top + self.reach
+        cols = np.arange(self.out_width) * self.stride - self.pad_left + self.reach
+        return rows[:, None] * self.width + cols[None, :]
+
+    @property
+    def slots(self) -> int:
+        """Pixel slots per frame: every input, then the virtual slots of the bottom padding."""
+        return max(self.height * self.width, int(self.emission_slots[-1, -1]) + 1)
+
+    @property
+    def fill(self) -> int:
+        """Input pixels taken up to and including the slot of the first output."""
+        return int(self.emission_slots[0, 0]) + 1
+
+    @property
+    def tail(self) -> int:
+        """Virtual pixel slots after the last input (bottom padding)."""
+        return self.slots - self.height * self.width
+
+    @property
+    def last_emission(self) -> int:
+        """Pixel slot of the frame's last output."""
+        return int(self.emission_slots[-1, -1])
+
+    def frame_cycles(self, groups: int, latency: int, frames: int = 1) -> int:
+        """Cycles from the first input beat to the last output beat of ``frames`` frames
+        at full rate (source always valid, sink always ready): every slot is one beat per
+        channel group, and the last output leaves ``latency`` cycles after its slot."""
+        return ((frames - 1) * self.slots + self.last_emission + 1) * groups + latency
+
+    @property
+    def virtual_rows(self) -> int:
+        return -(-self.tail // self.width)
+
+    # Per-slot lookup tables (see WindowGenerator): x -> (emits, row carry, column pad mask),
+    # row -> (emits, row pad mask).
+    def column_table(self):
+        table = []
+        for x in range(self.width):
+            entry = (False, 0, 0)
+            for ox in range(self.out_width):
+                q = ox * self.stride - self.pad_left + self.reach
+                if q % self.width == x and q >= 0:
+                    cols = [ox * self.stride - self.pad_left + j * self.dilation for j in range(self.kernel)]
+                    mask = sum(1 << j for j, c in enumerate(cols) if not 0 <= c < self.width)
+                    entry = (True, q // self.width, mask)
+            table.append(entry)
+        return table
+
+    def row_table(self):
+        rows = self.height + self.virtual_rows + 1
+        table = []
+        for y in range(rows):
+            entry = (False, 0)
+            r = y + self.pad_top - self.reach
+            if r >= 0 and r % self.stride == 0 and r // self.stride < self.out_height:
+                oy = r // self.stride
+                taps = [oy * self.stride - self.pad_top + i * self.dilation for i in range(self.kernel)]
+                entry = (True, sum(1 << i for i, t in enumerate(taps) if not 0 <= t < self.height))
+            table.append(entry)
+        return table
+
+
+def window_schedule(stage) -> WindowSchedule:
+    """The schedule of a :class:`~convgen.config.Depthwise` stage."""
+    return WindowSchedule(stage.input.height, stage.input.width, stage.kernel, stage.stride,
+                          stage.dilation, stage.pad_top_bottom[0], stage.pad_left_right[0],
+                          stage.out_height, stage.out_width)
+
+
+def pointwise_cycles_per_pixel(c_in: int, c_out: int, groups: int, pe: int, simd: int) -> int:
+    """Sustained cycles per pixel of the PE x SIMD array: its operations
+    ``(C_out / pe) * (C_in / groups / simd)``, or its input beats ``C_in / simd`` if more."""
+    return max((c_out // pe) * (c_in // groups // simd), c_in // simd)
+
+
+def pointwise_frame_cycles(pixels: int, c_in: int, c_out: int, groups: int, pe: int, simd: int,
+                           latency: int) -> int:
+    """Cycles from the first input beat to the last output beat of a frame at full rate:
+    the first pixel's beats, one cycle to swap it in, ``pixels - 1`` pixel periods, the
+    last pixel's operations, then the pipeline latency."""
+    beats = c_in // simd
+    operations = (c_out // pe) * (c_in // groups // simd)
+    period = pointwise_cycles_per_pixel(c_in, c_out, groups, pe, simd)
+    return beats + 1 + (pixels - 1) * period + operations + latency
