@@ -1,0 +1,173 @@
+"""The engine: a config's stages composed into one streaming datapath.
+
+::
+
+    i --> [width] --> stage 0 --> skid --> [width] --> stage 1 --> skid --> ... --> o
+            |                                             ^
+            '--> fork --> skip FIFO --> [width] ---------' (an add's skip operand)
+
+* a :class:`~convgen.hdl.width.WidthConverter` wherever the lanes of a producer and its
+  consumer differ;
+* a :class:`~convgen.hdl.beats.SkidBuffer` after every stage, so ``ready`` is registered
+  at every stage boundary and never chains through the engine;
+* a :class:`Fork` after every tensor an add reads back, feeding a skip FIFO
+  (``SyncFIFOBuffered``: block RAM plus an output register) whose depth is
+  :func:`skip_fifo_depth`.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from ..config import Add, Depthwise, EngineConfig, Pointwise, Shuffle
+from .beats import SkidBuffer, beat_layout
+from .depthwise import DepthwiseUnit
+from .pointwise import PointwiseUnit
+from .residual import ResidualAdd
+from .shuffle import ChannelShuffle
+from .width import WidthConverter
+
+__all__ = ["Fork", "SkipFIFO", "Engine", "make_unit"]
+
+
+class Fork(wiring.Component):
+    """One stream to two consumers; each beat goes to both. Registered outputs with a
+    valid bit each: a consumer that is slower holds off the input, never the other
+    consumer's copy. Full throughput when both are ready; latency 1."""
+
+    latency = 1
+
+    def __init__(self, shape):
+        super().__init__({"i": In(stream.Signature(shape)), "a": Out(stream.Signature(shape)),
+                          "b": Out(stream.Signature(shape))})
+
+    def elaborate(self, platform):
+        m = Module()
+        a_free = ~self.a.valid | self.a.ready
+        b_free = ~self.b.valid | self.b.ready
+        m.d.comb += self.i.ready.eq(a_free & b_free)
+        with m.If(self.a.valid & self.a.ready):
+            m.d.sync += self.a.valid.eq(0)
+        with m.If(self.b.valid & self.b.ready):
+            m.d.sync += self.b.valid.eq(0)
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [self.a.payload.eq(self.i.payload), self.b.payload.eq(self.i.payload),
+                         self.a.valid.eq(1), self.b.valid.eq(1)]
+        return m
+
+
+class SkipFIFO(wiring.Component):
+    """A FIFO of beats (``SyncFIFOBuffered``: ``depth`` entries including its output
+    register). ``level`` is its occupancy, for benches."""
+
+    def __init__(self, shape, depth: int):
+        self.shape, self.depth = shape, depth
+        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape)),
+                          "level": Out(range(depth + 1))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=len(Signal(self.shape).as_value()), depth=self.depth)
+        m.d.comb += [
+            fifo.w_data.eq(self.i.payload), fifo.w_en.eq(self.i.valid), self.i.ready.eq(fifo.w_rdy),
+            self.o.payload.eq(fifo.r_data), self.o.valid.eq(fifo.r_rdy), fifo.r_en.eq(self.o.ready),
+            self.level.eq(fifo.level),
+        ]
+        return m
+
+
+def make_unit(stage):
+    """The gateware unit of a configured stage."""
+    if isinstance(stage, Depthwise):
+        return DepthwiseUnit(stage)
+    if isinstance(stage, Pointwise):
+        return PointwiseUnit(stage)
+    if isinstance(stage, Shuffle):
+        return ChannelShuffle.for_stage(stage)
+    if isinstance(stage, Add):
+        return ResidualAdd.for_stage(stage)
+    raise TypeError(f"no gateware for stage {stage!r}")
+
+
+class Engine(wiring.Component):
+    """The datapath of an :class:`~convgen.config.EngineConfig`.
+
+    Ports: ``i`` — input beats (``input_lanes`` x input bits, ``first``/``last`` of frame);
+    ``o`` — output beats (the last stage's lanes x output bits).
+
+    Parameters
+    ----------
+    config : EngineConfig
+    skip_depths : dict, optional
+        Depth of the skip FIFO per skip tensor name, overriding :func:`skip_fifo_depth`
+        (for tests that probe the sizing).
+    """
+
+    def __init__(self, config: EngineConfig, *, skip_depths: dict | None = None):
+        if not isinstance(config, EngineConfig):
+            raise TypeError(f"config must be an EngineConfig, not {config!r}")
+        self.config = config
+        self.units = {stage.name: make_unit(stage) for stage in config.stages}
+        from .skip import skip_fifo_depth
+        self.skip_depths = {name: skip_fifo_depth(config, name) for name in config.skip_sources}
+        self.skip_depths.update(skip_depths or {})
+        out = config.output
+        super().__init__({
+            "i": In(stream.Signature(beat_layout(config.input.bits, config.input_lanes))),
+            "o": Out(stream.Signature(beat_layout(out.bits, config.stages[-1].lanes_out))),
+        })
+        self.skip_fifos: dict[str, SkipFIFO] = {}
+
+    @property
+    def output_lanes(self) -> int:
+        return self.config.stages[-1].lanes_out
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self.config
+        counter = iter(range(1 << 30))
+
+        def convert(port, bits, channels, lanes_in, lanes_out):
+            if lanes_in == lanes_out:
+                return port
+            conv = WidthConverter(bits=bits, channels=channels, lanes_in=lanes_in, lanes_out=lanes_out)
+            m.submodules[f"width{next(counter)}"] = conv
+            wiring.connect(m, port, conv.i)
+            return conv.o
+
+        skips = {}
+
+        def fork_if_needed(port, spec, lanes):
+            if spec.name not in config.skip_sources:
+                return port
+            fork = Fork(beat_layout(spec.bits, lanes))
+            fifo = SkipFIFO(beat_layout(spec.bits, lanes), self.skip_depths[spec.name])
+            m.submodules[f"fork_{spec.name}"] = fork
+            m.submodules[f"skip_{spec.name}"] = fifo
+            self.skip_fifos[spec.name] = fifo
+            wiring.connect(m, port, fork.i)
+            wiring.connect(m, fork.b, fifo.i)
+            skips[spec.name] = (fifo.o, lanes)
+            return fork.a
+
+        port, lanes = wiring.flipped(self.i), config.input_lanes
+        port = fork_if_needed(port, config.input, lanes)
+        for stage in config.stages:
+            unit = self.units[stage.name]
+            m.submodules[stage.name] = unit
+            port = convert(port, stage.input.bits, stage.input.channels, lanes, stage.lanes_in)
+            wiring.connect(m, port, unit.i)
+            if isinstance(stage, Add):
+                skip_port, skip_lanes = skips[stage.skip.name]
+                skip_port = convert(skip_port, stage.skip.bits, stage.skip.channels, skip_lanes, stage.lanes_in)
+                wiring.connect(m, skip_port, unit.skip)
+            skid = SkidBuffer(beat_layout(stage.output.bits, stage.lanes_out))
+            m.submodules[f"skid_{stage.name}"] = skid
+            wiring.connect(m, unit.o, skid.i)
+            port, lanes = skid.o, stage.lanes_out
+            port = fork_if_needed(port, stage.output, lanes)
+        wiring.connect(m, port, wiring.flipped(self.o))
+        return m
