@@ -183,13 +183,8 @@ class Requantizer(wiring.Component):
 
     #: Named stages: operands (accumulators registered, parameters read), the
     #: QuantizedMultiply stages, clamp (zero point added, clamped, narrowed).
-    @property
-    def stages(self):
-        return ("operands", *QuantizedMultiply.stages, "clamp")
-
-    @property
-    def latency(self):
-        return len(self.stages)
+    stages = ("operands", *QuantizedMultiply.stages, "clamp")
+    latency = len(stages)
 
     @property
     def power_of_two(self) -> bool:

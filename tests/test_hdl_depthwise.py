@@ -1,0 +1,293 @@
+# amaranth: UnusedElaboratable=no
+"""Unit tests of :mod:`convgen.hdl.depthwise`: DepthwiseMAC and the whole DepthwiseUnit
+(window generator -> MAC -> requantizer) against :func:`convgen.sim.golden.run_stage`.
+
+Stages come from :func:`convgen.loader.config_from_dict` (seeded random numbers); directed
+corner cases replace weights and biases with ``dataclasses.replace`` (the stage validates
+them again). Frames stream back to back under seeded valid/ready patterns and are
+reassembled with ``bench.beats_frame`` (first/last checked).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from amaranth.hdl import Fragment
+
+from convgen.hdl.depthwise import DepthwiseMAC, DepthwiseUnit
+from convgen.hdl.mac import adder_tree_stages
+from convgen.loader import config_from_dict
+from convgen.sim import arith, bench, golden
+
+PAIRS = [("none", "none"), ("periodic", "random"), ("random", "bursty"), ("bursty", "periodic")]
+
+
+def depthwise_stage(h, w, c, lanes, kernel, stride, dilation, padding, *, seed=0, activation="relu6",
+                    rounding="double", scales="float", input_extra=None, **out):
+    doc = {"random": {"seed": seed, "scales": scales}, "rounding": rounding,
+           "input": {"height": h, "width": w, "channels": c, **(input_extra or {})},
+           "stage": [{"kind": "depthwise", "kernel": kernel, "stride": stride, "dilation": dilation,
+                      "padding": padding, "activation": activation, "lanes": lanes, **out}]}
+    return config_from_dict(doc).stages[0]
+
+
+def random_frames(rng, stage, n=2):
+    spec = stage.input
+    return [rng.integers(spec.qmin, spec.qmax, size=spec.shape, endpoint=True) for _ in range(n)]
+
+
+def protocol_monitor(port, violations: list):
+    """An ``extra`` testbench for run_stream: checks the stream rule on an output port, a beat
+    offered and not taken stays offered, unchanged, on the next cycle."""
+    async def testbench(ctx):
+        prev = None
+        async for _, _, valid, ready, payload in ctx.tick().sample(port.valid, port.ready,
+                                                                  port.payload.as_value()):
+            if prev is not None and prev[0] and not prev[1] and not (valid and payload == prev[2]):
+                violations.append((prev, (valid, ready, payload)))
+            prev = (valid, ready, payload)
+    return testbench
+
+
+def run_unit(stage, frames, *, source="none", sink="none", seed=0):
+    """Frames back to back through a DepthwiseUnit; every output frame against the golden
+    model. Returns (unit, cycles, outputs)."""
+    unit = DepthwiseUnit(stage)
+    lanes = stage.lanes
+    shape = stage.output.shape
+    per_frame = shape[0] * shape[1] * shape[2] // lanes
+    beats = [b for f in frames for b in bench.frame_beats(f, lanes)]
+    violations = []
+    out, cycles = bench.run_stream(unit, beats, per_frame * len(frames), source=source, sink=sink, seed=seed,
+                                   extra=protocol_monitor(unit.o, violations))
+    assert len(out) == per_frame * len(frames)
+    assert not violations, f"output beat changed or withdrawn while stalled: {violations[:3]}"
+    got = []
+    for n, x in enumerate(frames):
+        frame = bench.beats_frame(out[n * per_frame:(n + 1) * per_frame], shape)
+        np.testing.assert_array_equal(frame, golden.run_stage(stage, x))
+        got.append(frame)
+    return unit, cycles, got
+
+
+def with_numbers(stage, weights, bias, real=None):
+    """The stage with replaced weights and bias (and a uniform requantization scale)."""
+    c = stage.input.channels
+    changes = {"weights": np.asarray(weights, dtype=np.int64), "bias": np.asarray(bias, dtype=np.int64)}
+    if real is not None:
+        m, s = arith.quantize_multiplier(real, stage.rounding)
+        changes.update(multiplier=np.full(c, m), shift=np.full(c, s))
+    return dataclasses.replace(stage, **changes)
+
+
+# (height, width, channels, lanes, kernel, stride, dilation, padding)
+GEOMETRIES = [
+    (4, 5, 4, 2, 3, 1, 1, "same"),       # two channel groups per pixel
+    (4, 5, 2, 1, 3, 2, 1, "same"),       # stride 2
+    (4, 4, 2, 2, 3, 1, 2, "same"),       # dilation 2, lanes = C
+    (3, 4, 1, 1, 3, 1, 4, "same"),       # dilation 4 (max)
+    (5, 6, 2, 2, 3, 4, 1, "same"),       # stride 4 (max)
+    (3, 4, 2, 1, 7, 1, 1, "same"),       # kernel 7 (max)
+    (5, 6, 2, 1, 3, 1, 1, "valid"),      # valid
+    (7, 7, 2, 2, 3, 2, 2, "valid"),      # valid, stride 2, dilation 2
+    (3, 4, 4, 2, 1, 1, 1, "same"),       # kernel 1
+    (4, 1, 2, 1, 3, 1, 1, "same"),       # 1 pixel wide
+    (1, 4, 2, 2, 3, 1, 1, "same"),       # 1 row
+    (1, 1, 3, 3, 3, 1, 1, "same"),       # 1x1 frame
+]
+
+
+def geometry_id(g):
+    return "{}x{}x{}_l{}_k{}s{}d{}_{}".format(*g)
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=geometry_id)
+def test_depthwise_unit_random(geometry):
+    index = GEOMETRIES.index(geometry)
+    source, sink = PAIRS[index % len(PAIRS)]
+    activation = ("relu6", "none", "relu")[index % 3]
+    stage = depthwise_stage(*geometry, seed=200 + index, activation=activation,
+                            rounding=arith.ROUNDINGS[index % 2])
+    rng = np.random.default_rng([201, index])
+    run_unit(stage, random_frames(rng, stage), source=source, sink=sink, seed=index)
+
+
+@pytest.mark.parametrize("source,sink", PAIRS + [("random", "random"), ("bursty", "bursty")])
+def test_depthwise_unit_patterns(source, sink):
+    stage = depthwise_stage(4, 5, 4, 2, 3, 2, 1, "same", seed=202)
+    rng = np.random.default_rng([203, bench.PATTERNS.index(source), bench.PATTERNS.index(sink)])
+    run_unit(stage, random_frames(rng, stage, 3), source=source, sink=sink, seed=7)
+
+
+def test_depthwise_unit_all_max():
+    """All-max inputs and weights (input zero point at the minimum: the largest offset input),
+    bias at the top of its range scaled down so the output is not just clamped."""
+    stage = depthwise_stage(3, 4, 2, 1, 3, 1, 1, "same", activation="none", input_extra={"zero_point": -128})
+    k, c = 3, 2
+    weights = np.full((k, k, c), 127)
+    acc_max = 9 * 127 * 255
+    stage = with_numbers(stage, weights, np.full(c, 1 << 20), real=100.0 / (acc_max + (1 << 20)))
+    assert stage.accumulator_range[1] == acc_max + (1 << 20)
+    frames = [np.full((3, 4, 2), 127), np.full((3, 4, 2), -128)]
+    _, _, got = run_unit(stage, frames, source="random", sink="random", seed=1)
+    assert got[0].max() > 50          # the all-max frame lands in range, not clamped to 0
+
+
+def test_depthwise_unit_all_min():
+    """All-min weights (-128: never generated) and inputs at both ends, zero point at the top."""
+    stage = depthwise_stage(3, 3, 2, 2, 3, 1, 1, "same", activation="none", input_extra={"zero_point": 127})
+    weights = np.full((3, 3, 2), -128)
+    acc = 9 * 128 * 255
+    stage = with_numbers(stage, weights, np.full(2, -(1 << 24)), real=100.0 / (acc + (1 << 24)))
+    frames = [np.full((3, 3, 2), -128), np.full((3, 3, 2), 127), np.full((3, 3, 2), -128)]
+    run_unit(stage, frames, source="bursty", sink="random", seed=2)
+
+
+def test_depthwise_unit_wide_extremes():
+    """12-bit inputs and weights, kernel 7: the widest products and adder tree, all-max and
+    all-min frames, mixed-sign extreme weights."""
+    stage = depthwise_stage(2, 3, 2, 2, 7, 1, 1, "same", activation="none", bits=12,
+                            input_extra={"bits": 12, "zero_point": -2048}, weight_bits=12)
+    weights = np.full((7, 7, 2), 2047)
+    weights[:, :, 1] = -2048
+    weights[3, 3, 1] = 2047
+    acc = 49 * 2048 * 4095
+    stage = with_numbers(stage, weights, np.array([arith.INT32_MAX - acc, arith.INT32_MIN + acc]),
+                         real=1500.0 / arith.INT32_MAX)
+    assert stage.accumulator_bits == 32
+    rng = np.random.default_rng(204)
+    frames = [np.full((2, 3, 2), 2047), np.full((2, 3, 2), -2048), *random_frames(rng, stage, 1)]
+    run_unit(stage, frames, source="periodic", sink="random", seed=3)
+
+
+def test_depthwise_unit_relu6_clamps_inside():
+    """ReLU6 whose 6.0 lands inside the int8 range, both clamps hit."""
+    stage = depthwise_stage(4, 4, 2, 1, 3, 1, 1, "same", activation="relu6", zero_point=-110, scale=0.04)
+    assert stage.activation_range == (-110, 40)
+    rng = np.random.default_rng(205)
+    frames = random_frames(rng, stage)
+    acc = golden.depthwise_accumulate(frames[0], stage.weights, stage.bias, stage.input_offset, 1, 1,
+                                      (stage.pad_top_bottom, stage.pad_left_right))
+    stage = with_numbers(stage, stage.weights, stage.bias, real=300.0 / np.abs(acc).max())
+    _, _, got = run_unit(stage, frames, source="random", sink="periodic", seed=4)
+    out = np.concatenate([g.reshape(-1) for g in got])
+    assert (out == -110).any() and (out == 40).any()
+
+
+@pytest.mark.parametrize("zero_point", [-128, 127])
+def test_depthwise_unit_zero_point_extremes(zero_point):
+    """Input and output zero points at both ends of the range."""
+    stage = depthwise_stage(4, 3, 2, 1, 3, 1, 1, "same", activation="none",
+                            input_extra={"zero_point": zero_point}, zero_point=-zero_point - 1)
+    rng = np.random.default_rng(206)
+    run_unit(stage, random_frames(rng, stage), source="bursty", sink="bursty", seed=5)
+
+
+@pytest.mark.parametrize("rounding", arith.ROUNDINGS)
+def test_depthwise_unit_power_of_two(rounding):
+    stage = depthwise_stage(4, 4, 2, 2, 3, 1, 2, "same", scales="power-of-two", rounding=rounding)
+    unit = DepthwiseUnit(stage)
+    Fragment.get(unit, None)
+    assert unit.requant.power_of_two
+    rng = np.random.default_rng(207)
+    run_unit(stage, random_frames(rng, stage), source="random", sink="random", seed=6)
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=geometry_id)
+def test_depthwise_unit_throughput(geometry):
+    stage = depthwise_stage(*geometry, seed=1)
+    rng = np.random.default_rng(208)
+    frames = 2
+    unit, cycles, _ = run_unit(stage, random_frames(rng, stage, frames))
+    expected = unit.window.schedule.frame_cycles(groups=stage.input.channels // stage.lanes,
+                                                 latency=unit.latency, frames=frames)
+    print(f"DepthwiseUnit {geometry_id(geometry)}, {frames} frames, latency {unit.latency}: "
+          f"measured {cycles} analytic {expected}")
+    assert cycles == expected
+
+
+@pytest.mark.parametrize("kernel,lanes", [(1, 1), (3, 2), (5, 1), (7, 3)])
+def test_depthwise_mac_properties(kernel, lanes):
+    stage = depthwise_stage(2, 2, 6, lanes, kernel, 1, 1, "same")
+    mac = DepthwiseMAC.for_stage(stage)
+    Fragment.get(mac, None)
+    assert mac.multipliers == kernel * kernel * lanes
+    assert mac.latency == len(mac.stages) == 2 + adder_tree_stages(kernel * kernel + 1)
+    assert mac.stages[:2] == ("operands", "multiply")
+    assert mac.acc_bits == stage.accumulator_bits
+    unit = DepthwiseUnit(stage)
+    Fragment.get(unit, None)
+    assert unit.latency == unit.window.latency + unit.mac.latency + unit.requant.latency
+
+
+def test_depthwise_mac_refusals():
+    ok = dict(weights=np.zeros((3, 3, 4)), bias=np.zeros(4), input_offset=0, lanes=2, bits=8,
+              weight_bits=8, acc_range=(-10, 10))
+    with pytest.raises(ValueError, match=r"weights must be \(K, K, C\) and bias \(C,\) with lanes "
+                                         r"dividing C; got \(3, 3, 4\), \(4,\), lanes 3"):
+        DepthwiseMAC(**{**ok, "lanes": 3})
+    with pytest.raises(ValueError, match=r"weights must be \(K, K, C\).*got \(3, 2, 4\)"):
+        DepthwiseMAC(**{**ok, "weights": np.zeros((3, 2, 4))})
+    with pytest.raises(ValueError, match=r"got \(3, 3, 4\), \(3,\)"):
+        DepthwiseMAC(**{**ok, "bias": np.zeros(3)})
+
+
+@pytest.mark.parametrize("bits_in,weight_bits,bits_out", [(2, 2, 2), (16, 4, 16), (3, 16, 8), (8, 8, 16)])
+def test_depthwise_unit_widths(bits_in, weight_bits, bits_out):
+    """Narrowest and widest elements, weights and outputs the configuration allows."""
+    stage = depthwise_stage(3, 3, 2, 1, 3, 1, 1, "same", seed=bits_in * 17 + weight_bits, activation="none",
+                            input_extra={"bits": bits_in}, bits=bits_out, weight_bits=weight_bits)
+    rng = np.random.default_rng([212, bits_in, weight_bits])
+    frames = random_frames(rng, stage)
+    frames[1][:] = stage.input.qmax
+    run_unit(stage, frames, source="random", sink="random", seed=bits_in)
+
+
+def fuzz_geometries(count, seed):
+    """Seeded random geometries that the configuration accepts."""
+    rng = np.random.default_rng(seed)
+    found = []
+    while len(found) < count:
+        k = int(rng.choice([1, 3, 5, 7]))
+        s, d = int(rng.integers(1, 5)), int(rng.integers(1, 5))
+        pad = str(rng.choice(["same", "valid"]))
+        h, w = int(rng.integers(1, 7)), int(rng.integers(1, 7))
+        c = int(rng.integers(1, 5))
+        lanes = int(rng.choice([l for l in range(1, c + 1) if c % l == 0]))
+        if pad == "valid" and (k - 1) * d + 1 > min(h, w):
+            continue
+        if h * w * c > 60:
+            continue
+        found.append((h, w, c, lanes, k, s, d, pad))
+    return found
+
+
+FUZZ = fuzz_geometries(10, 213)
+
+
+@pytest.mark.parametrize("geometry", FUZZ, ids=geometry_id)
+def test_depthwise_unit_fuzz(geometry):
+    index = FUZZ.index(geometry)
+    source, sink = PAIRS[(index + 2) % len(PAIRS)]
+    stage = depthwise_stage(*geometry, seed=220 + index, activation=("relu", "relu6", "none")[index % 3],
+                            rounding=arith.ROUNDINGS[(index // 2) % 2])
+    rng = np.random.default_rng([221, index])
+    unit, cycles, _ = run_unit(stage, random_frames(rng, stage), source=source, sink=sink, seed=index)
+    if (source, sink) == ("none", "none"):
+        assert cycles == unit.window.schedule.frame_cycles(stage.input.channels // stage.lanes, unit.latency, 2)
+
+
+SLOW_FUZZ = fuzz_geometries(30, 214)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("geometry", SLOW_FUZZ, ids=geometry_id)
+def test_depthwise_unit_fuzz_many(geometry):
+    index = SLOW_FUZZ.index(geometry)
+    source, sink = (PAIRS + [("random", "random"), ("bursty", "bursty")])[index % 6]
+    stage = depthwise_stage(*geometry, seed=230 + index, activation=("relu", "relu6", "none")[index % 3],
+                            rounding=arith.ROUNDINGS[(index // 3) % 2])
+    rng = np.random.default_rng([231, index])
+    run_unit(stage, random_frames(rng, stage), source=source, sink=sink, seed=index)

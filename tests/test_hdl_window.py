@@ -1,0 +1,269 @@
+# amaranth: UnusedElaboratable=no
+"""Unit tests of :class:`convgen.hdl.window.WindowGenerator` against an independent NumPy
+window extraction written here (TensorFlow's output size and padding from their definitions,
+the input padded with its zero point, sliced with stride and dilation).
+
+Window beats carry ``data[ky * K + kx][lane]`` for one output pixel and channel group, in
+raster order; ``bench.beats_frame`` reassembles them as (out_h, out_w, groups, K*K, lanes)
+and checks first/last of every output frame.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from amaranth.hdl import Fragment
+
+from convgen.hdl.window import WindowGenerator
+from convgen.loader import config_from_dict
+from convgen.sim import bench
+
+PAIRS = [("none", "none"), ("periodic", "random"), ("random", "bursty"), ("bursty", "periodic")]
+
+
+# -- independent reference ----------------------------------------------------------------------
+
+def tf_out_size(size, kernel, stride, dilation, padding):
+    """TensorFlow: SAME -> ceil(in / stride); VALID -> ceil((in - (K-1)*d) / stride)."""
+    if padding == "same":
+        return math.ceil(size / stride)
+    return math.ceil((size - (kernel - 1) * dilation) / stride)
+
+
+def tf_pad_before(size, kernel, stride, dilation, padding):
+    """TensorFlow SAME: total = max(0, (out-1)*s + (K-1)*d + 1 - in), before = total // 2."""
+    if padding == "valid":
+        return 0
+    out = tf_out_size(size, kernel, stride, dilation, padding)
+    return max(0, (out - 1) * stride + (kernel - 1) * dilation + 1 - size) // 2
+
+
+def reference_windows(x, zero_point, kernel, stride, dilation, padding):
+    """(out_h, out_w, K, K, C): tap (ky, kx) of output (oy, ox) is the zero-point-padded input
+    at (oy*s - top + ky*d, ox*s - left + kx*d)."""
+    h, w, c = x.shape
+    oh, ow = (tf_out_size(n, kernel, stride, dilation, padding) for n in (h, w))
+    top, left = (tf_pad_before(n, kernel, stride, dilation, padding) for n in (h, w))
+    reach = (kernel - 1) * dilation
+    bottom = max(0, (oh - 1) * stride + reach + 1 - top - h)
+    right = max(0, (ow - 1) * stride + reach + 1 - left - w)
+    xp = np.full((top + h + bottom, left + w + right, c), zero_point, dtype=np.int64)
+    xp[top:top + h, left:left + w] = x
+    out = np.empty((oh, ow, kernel, kernel, c), dtype=np.int64)
+    for ky in range(kernel):
+        for kx in range(kernel):
+            y0, x0 = ky * dilation, kx * dilation
+            out[:, :, ky, kx] = xp[y0:y0 + (oh - 1) * stride + 1:stride, x0:x0 + (ow - 1) * stride + 1:stride]
+    return out
+
+
+def as_beats_frame(windows, lanes):
+    """(oh, ow, K, K, C) -> (oh, ow, groups, K*K, lanes), the order of the window beats."""
+    oh, ow, k, _, c = windows.shape
+    return windows.reshape(oh, ow, k * k, c // lanes, lanes).transpose(0, 1, 3, 2, 4)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+def depthwise_stage(h, w, c, lanes, kernel, stride, dilation, padding, *, zero_point=None, bits=8, seed=0):
+    inp = {"height": h, "width": w, "channels": c, "bits": bits}
+    if zero_point is not None:
+        inp["zero_point"] = zero_point
+    doc = {"random": {"seed": seed}, "input": inp,
+           "stage": [{"kind": "depthwise", "kernel": kernel, "stride": stride, "dilation": dilation,
+                      "padding": padding, "lanes": lanes}]}
+    return config_from_dict(doc).stages[0]
+
+
+def protocol_monitor(port, violations: list):
+    """An ``extra`` testbench for run_stream: checks the stream rule on an output port, a beat
+    offered and not taken stays offered, unchanged, on the next cycle."""
+    async def testbench(ctx):
+        prev = None
+        async for _, _, valid, ready, payload in ctx.tick().sample(port.valid, port.ready,
+                                                                  port.payload.as_value()):
+            if prev is not None and prev[0] and not prev[1] and not (valid and payload == prev[2]):
+                violations.append((prev, (valid, ready, payload)))
+            prev = (valid, ready, payload)
+    return testbench
+
+
+def check_windows(stage, frames, *, source="none", sink="none", seed=0):
+    """Run frames back to back through the stage's window generator, compare every window;
+    returns (generator, cycles)."""
+    dut = WindowGenerator.for_stage(stage)
+    k, s, d, pad = stage.kernel, stage.stride, stage.dilation, stage.padding
+    h, w, c = stage.input.shape
+    lanes, zp = stage.lanes, stage.input.zero_point
+    oh, ow = tf_out_size(h, k, s, d, pad), tf_out_size(w, k, s, d, pad)
+    sched = dut.schedule
+    assert (sched.out_height, sched.out_width) == (oh, ow)
+    assert (sched.pad_top, sched.pad_left) == (tf_pad_before(h, k, s, d, pad), tf_pad_before(w, k, s, d, pad))
+    shape = (oh, ow, c // lanes, k * k, lanes)
+    per_frame = oh * ow * (c // lanes)
+    beats = [b for f in frames for b in bench.frame_beats(f, lanes)]
+    violations = []
+    out, cycles = bench.run_stream(dut, beats, per_frame * len(frames), source=source, sink=sink, seed=seed,
+                                   extra=protocol_monitor(dut.o, violations))
+    assert len(out) == per_frame * len(frames)
+    assert not violations, f"output beat changed or withdrawn while stalled: {violations[:3]}"
+    for n, x in enumerate(frames):
+        got = bench.beats_frame(out[n * per_frame:(n + 1) * per_frame], shape)
+        np.testing.assert_array_equal(got, as_beats_frame(reference_windows(x, zp, k, s, d, pad), lanes))
+    return dut, cycles
+
+
+def random_frames(rng, stage, n=2):
+    spec = stage.input
+    return [rng.integers(spec.qmin, spec.qmax, size=spec.shape, endpoint=True) for _ in range(n)]
+
+
+# (height, width, channels, lanes, kernel, stride, dilation, padding)
+GEOMETRIES = [
+    (5, 6, 4, 2, 3, 1, 1, "same"),       # two channel groups per pixel
+    (4, 5, 2, 1, 3, 2, 1, "same"),       # stride 2, odd/even padding split
+    (5, 5, 2, 2, 3, 1, 2, "same"),       # dilation 2, lanes = C
+    (3, 4, 2, 1, 3, 1, 4, "same"),       # dilation 4 (max): footprint 9 > the input
+    (6, 7, 2, 2, 3, 4, 1, "same"),       # stride 4 (max)
+    (9, 9, 1, 1, 3, 4, 4, "valid"),      # stride 4 and dilation 4, valid
+    (4, 5, 2, 1, 7, 1, 1, "same"),       # kernel 7 (max)
+    (2, 3, 1, 1, 7, 1, 4, "same"),       # kernel 7, dilation 4: the largest footprint (25)
+    (8, 8, 3, 1, 7, 3, 1, "valid"),      # kernel 7 valid, stride 3
+    (5, 5, 3, 1, 3, 1, 1, "same"),       # three groups: delay lines of 3 slots (RAM ring of 2)
+    (5, 6, 2, 1, 3, 1, 1, "valid"),      # valid
+    (7, 7, 4, 2, 3, 2, 2, "valid"),      # valid, stride and dilation
+    (6, 5, 2, 1, 5, 3, 3, "same"),       # kernel 5, stride 3, dilation 3
+    (3, 4, 4, 2, 1, 1, 1, "same"),       # kernel 1
+    (4, 5, 2, 1, 1, 2, 1, "valid"),      # kernel 1, stride 2
+    (5, 1, 2, 1, 3, 1, 1, "same"),       # 1 pixel wide
+    (1, 5, 2, 2, 3, 1, 1, "same"),       # 1 row
+    (1, 1, 3, 1, 3, 1, 1, "same"),       # 1x1 frame
+    (1, 1, 2, 2, 5, 2, 2, "same"),       # 1x1 frame, all taps but the centre padding
+    (1, 6, 1, 1, 3, 2, 1, "same"),       # 1 row, stride 2
+    (6, 1, 1, 1, 5, 1, 1, "same"),       # 1 column, kernel 5
+]
+
+
+def geometry_id(g):
+    return "{}x{}x{}_l{}_k{}s{}d{}_{}".format(*g)
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=geometry_id)
+def test_window_random(geometry):
+    """Every geometry under one of the source x sink pattern pairs, two frames back to back."""
+    index = GEOMETRIES.index(geometry)
+    source, sink = PAIRS[index % len(PAIRS)]
+    stage = depthwise_stage(*geometry, seed=index)
+    rng = np.random.default_rng([101, index])
+    check_windows(stage, random_frames(rng, stage), source=source, sink=sink, seed=index)
+
+
+@pytest.mark.parametrize("source,sink", PAIRS + [("random", "random"), ("bursty", "bursty")])
+@pytest.mark.parametrize("geometry", [(5, 6, 4, 2, 3, 1, 1, "same"), (4, 5, 2, 1, 3, 2, 2, "same"),
+                                      (5, 6, 2, 1, 5, 2, 1, "valid")], ids=geometry_id)
+def test_window_patterns(geometry, source, sink):
+    """A few geometries under every pattern pair, three frames back to back."""
+    stage = depthwise_stage(*geometry, seed=3)
+    rng = np.random.default_rng([102, bench.PATTERNS.index(source), bench.PATTERNS.index(sink)])
+    check_windows(stage, random_frames(rng, stage, 3), source=source, sink=sink, seed=11)
+
+
+def fuzz_geometries(count, seed):
+    """Seeded random geometries that the configuration accepts."""
+    rng = np.random.default_rng(seed)
+    found = []
+    while len(found) < count:
+        k = int(rng.choice([1, 3, 5, 7]))
+        s, d = int(rng.integers(1, 5)), int(rng.integers(1, 5))
+        pad = str(rng.choice(["same", "valid"]))
+        h, w = int(rng.integers(1, 8)), int(rng.integers(1, 8))
+        c = int(rng.integers(1, 5))
+        lanes = int(rng.choice([l for l in range(1, c + 1) if c % l == 0]))
+        if pad == "valid" and (k - 1) * d + 1 > min(h, w):
+            continue
+        if h * w * c > 100:
+            continue
+        found.append((h, w, c, lanes, k, s, d, pad))
+    return found
+
+
+@pytest.mark.parametrize("geometry", fuzz_geometries(16, 105), ids=geometry_id)
+def test_window_fuzz(geometry):
+    index = fuzz_geometries(16, 105).index(geometry)
+    source, sink = PAIRS[(index + 1) % len(PAIRS)]
+    stage = depthwise_stage(*geometry, seed=index)
+    rng = np.random.default_rng([106, index])
+    dut, cycles = check_windows(stage, random_frames(rng, stage), source=source, sink=sink, seed=index)
+    if (source, sink) == ("none", "none"):
+        assert cycles == dut.schedule.frame_cycles(stage.input.channels // stage.lanes, dut.latency, 2)
+
+
+SLOW_FUZZ = fuzz_geometries(80, 107)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("geometry", SLOW_FUZZ, ids=geometry_id)
+def test_window_fuzz_many(geometry):
+    index = SLOW_FUZZ.index(geometry)
+    source, sink = (PAIRS + [("random", "random"), ("bursty", "bursty")])[index % 6]
+    stage = depthwise_stage(*geometry, seed=index)
+    rng = np.random.default_rng([108, index])
+    dut, cycles = check_windows(stage, random_frames(rng, stage, 3), source=source, sink=sink, seed=index)
+    if (source, sink) == ("none", "none"):
+        assert cycles == dut.schedule.frame_cycles(stage.input.channels // stage.lanes, dut.latency, 3)
+
+
+@pytest.mark.parametrize("zero_point", [-128, 127])
+def test_window_zero_point_extremes(zero_point):
+    """Padding at both ends of the range, with all-max, all-min and random frames."""
+    stage = depthwise_stage(4, 4, 2, 1, 3, 1, 2, "same", zero_point=zero_point)
+    rng = np.random.default_rng(103)
+    frames = [np.full((4, 4, 2), 127), np.full((4, 4, 2), -128), *random_frames(rng, stage, 1)]
+    check_windows(stage, frames, source="random", sink="random", seed=2)
+
+
+def test_window_narrow_and_wide_elements():
+    for bits, zp in ((4, -8), (16, 32767)):
+        stage = depthwise_stage(3, 4, 2, 2, 3, 1, 1, "same", zero_point=zp, bits=bits, seed=bits)
+        rng = np.random.default_rng(bits)
+        check_windows(stage, random_frames(rng, stage), source="periodic", sink="bursty", seed=bits)
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=geometry_id)
+def test_window_throughput(geometry):
+    stage = depthwise_stage(*geometry, seed=1)
+    rng = np.random.default_rng(104)
+    frames = 2
+    dut, cycles = check_windows(stage, random_frames(rng, stage, frames))
+    groups = stage.input.channels // stage.lanes
+    expected = dut.schedule.frame_cycles(groups=groups, latency=WindowGenerator.latency, frames=frames)
+    print(f"WindowGenerator {geometry_id(geometry)}, {frames} frames: measured {cycles} analytic {expected}")
+    assert cycles == expected
+
+
+def test_window_properties():
+    stage = depthwise_stage(5, 6, 4, 2, 5, 1, 2, "same")
+    dut = WindowGenerator.for_stage(stage)
+    Fragment.get(dut, None)
+    k, d, w, c, bits = 5, 2, 6, 4, 8
+    assert dut.latency == 2
+    assert dut.line_buffer_bits == (k - 1) * d * w * c * bits
+    assert dut.window_delay_bits == (k - 1) * d * (c // 2) * k * 2 * bits
+    one = WindowGenerator.for_stage(depthwise_stage(3, 4, 4, 2, 1, 1, 1, "same"))
+    Fragment.get(one, None)
+    assert one.line_buffer_bits == 0 and one.window_delay_bits == 0
+
+
+def test_window_refusals():
+    ok = dict(height=4, width=4, channels=4, lanes=2, bits=8, kernel=3, stride=1, dilation=1,
+              pad_top=1, pad_left=1, out_height=4, out_width=4, zero_point=0)
+    with pytest.raises(ValueError, match="kernel must be an odd integer >= 1, not 4"):
+        WindowGenerator(**{**ok, "kernel": 4})
+    with pytest.raises(ValueError, match="kernel must be an odd integer >= 1, not 0"):
+        WindowGenerator(**{**ok, "kernel": 0})
+    with pytest.raises(ValueError, match="kernel must be an odd integer >= 1, not -1"):
+        WindowGenerator(**{**ok, "kernel": -1})
+    with pytest.raises(ValueError, match="lanes must divide channels 4, not 3"):
+        WindowGenerator(**{**ok, "lanes": 3})
