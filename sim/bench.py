@@ -20,7 +20,8 @@ import numpy as np
 from amaranth.hdl import Module, Signal
 from amaranth.sim import Simulator
 
-__all__ = ["PATTERNS", "pauses", "stream_put", "stream_get", "run_stream", "frame_beats", "beats_frame"]
+__all__ = ["PATTERNS", "pauses", "stream_put", "stream_get", "run_stream", "frame_beats", "beats_frame",
+           "protocol_monitor"]
 
 PATTERNS = ("none", "periodic", "random", "bursty")
 
@@ -146,3 +147,15 @@ def beats_frame(beats, shape) -> np.ndarray:
         assert beat["first"] == int(k == 0), f"beat {k}: first = {beat['first']}"
         assert beat["last"] == int(k == n - 1), f"beat {k}: last = {beat['last']}"
     return np.array([beat["data"] for beat in beats], dtype=np.int64).reshape(shape)
+
+def protocol_monitor(port, violations: list):
+    """An ``extra`` testbench for run_stream: checks the stream rule on an output port, a beat
+    offered and not taken stays offered, unchanged, on the next cycle."""
+    async def testbench(ctx):
+        prev = None
+        async for _, _, valid, ready, payload in ctx.tick().sample(port.valid, port.ready,
+                                                                  port.payload.as_value()):
+            if prev is not None and prev[0] and not prev[1] and not (valid and payload == prev[2]):
+                violations.append((prev, (valid, ready, payload)))
+            prev = (valid, ready, payload)
+    return testbench

@@ -20,6 +20,7 @@ from convgen.hdl.pointwise import PointwiseMAC, PointwiseUnit
 from convgen.hdl.schedule import pointwise_cycles_per_pixel, pointwise_frame_cycles
 from convgen.loader import config_from_dict
 from convgen.sim import arith, bench, golden
+from convgen.sim.bench import protocol_monitor
 
 PAIRS = [("none", "none"), ("periodic", "random"), ("random", "bursty"), ("bursty", "periodic")]
 
@@ -36,19 +37,6 @@ def pointwise_stage(h, w, c_in, c_out, groups, pe, simd, *, seed=0, activation="
 def random_frames(rng, stage, n=2):
     spec = stage.input
     return [rng.integers(spec.qmin, spec.qmax, size=spec.shape, endpoint=True) for _ in range(n)]
-
-
-def protocol_monitor(port, violations: list):
-    """An ``extra`` testbench for run_stream: checks the stream rule on an output port, a beat
-    offered and not taken stays offered, unchanged, on the next cycle."""
-    async def testbench(ctx):
-        prev = None
-        async for _, _, valid, ready, payload in ctx.tick().sample(port.valid, port.ready,
-                                                                  port.payload.as_value()):
-            if prev is not None and prev[0] and not prev[1] and not (valid and payload == prev[2]):
-                violations.append((prev, (valid, ready, payload)))
-            prev = (valid, ready, payload)
-    return testbench
 
 
 def run_unit(stage, frames, *, source="none", sink="none", seed=0):

@@ -23,6 +23,7 @@ from amaranth.sim import Simulator
 from convgen.hdl.requant import QuantizedMultiply, Requantizer
 from convgen.loader import config_from_dict
 from convgen.sim import arith, bench
+from convgen.sim.bench import protocol_monitor
 
 PAIRS = [("none", "none"), ("periodic", "random"), ("random", "bursty"), ("bursty", "periodic")]
 I32 = (arith.INT32_MIN, arith.INT32_MAX)
@@ -65,19 +66,6 @@ def random_shifts(rng, n):
         if k < n:
             s[(k * 3 + 1) % n] = v
     return s
-
-
-def protocol_monitor(port, violations: list):
-    """An ``extra`` testbench for run_stream: checks the stream rule on an output port, a beat
-    offered and not taken stays offered, unchanged, on the next cycle."""
-    async def testbench(ctx):
-        prev = None
-        async for _, _, valid, ready, payload in ctx.tick().sample(port.valid, port.ready,
-                                                                  port.payload.as_value()):
-            if prev is not None and prev[0] and not prev[1] and not (valid and payload == prev[2]):
-                violations.append((prev, (valid, ready, payload)))
-            prev = (valid, ready, payload)
-    return testbench
 
 
 def run_requant(dut, frames, *, source="none", sink="none", seed=0):

@@ -22,22 +22,10 @@ from convgen.hdl.shuffle import ChannelShuffle, shuffle_permutation
 from convgen.hdl.width import Gather, Split, WidthConverter
 from convgen.loader import config_from_dict
 from convgen.sim import bench, golden
+from convgen.sim.bench import protocol_monitor
 
 PAIRS = [("none", "none"), ("periodic", "random"), ("random", "bursty"), ("bursty", "periodic"),
          ("random", "random"), ("bursty", "bursty")]
-
-
-def protocol_monitor(port, violations: list):
-    """An ``extra`` testbench for run_stream: checks the stream rule on an output port, a beat
-    offered and not taken stays offered, unchanged, on the next cycle."""
-    async def testbench(ctx):
-        prev = None
-        async for _, _, valid, ready, payload in ctx.tick().sample(port.valid, port.ready,
-                                                                  port.payload.as_value()):
-            if prev is not None and prev[0] and not prev[1] and not (valid and payload == prev[2]):
-                violations.append((prev, (valid, ready, payload)))
-            prev = (valid, ready, payload)
-    return testbench
 
 
 def random_frames(rng, shape, frames=2, bits=8):

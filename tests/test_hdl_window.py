@@ -19,6 +19,7 @@ from amaranth.hdl import Fragment
 from convgen.hdl.window import WindowGenerator
 from convgen.loader import config_from_dict
 from convgen.sim import bench
+from convgen.sim.bench import protocol_monitor
 
 PAIRS = [("none", "none"), ("periodic", "random"), ("random", "bursty"), ("bursty", "periodic")]
 
@@ -75,19 +76,6 @@ def depthwise_stage(h, w, c, lanes, kernel, stride, dilation, padding, *, zero_p
            "stage": [{"kind": "depthwise", "kernel": kernel, "stride": stride, "dilation": dilation,
                       "padding": padding, "lanes": lanes}]}
     return config_from_dict(doc).stages[0]
-
-
-def protocol_monitor(port, violations: list):
-    """An ``extra`` testbench for run_stream: checks the stream rule on an output port, a beat
-    offered and not taken stays offered, unchanged, on the next cycle."""
-    async def testbench(ctx):
-        prev = None
-        async for _, _, valid, ready, payload in ctx.tick().sample(port.valid, port.ready,
-                                                                  port.payload.as_value()):
-            if prev is not None and prev[0] and not prev[1] and not (valid and payload == prev[2]):
-                violations.append((prev, (valid, ready, payload)))
-            prev = (valid, ready, payload)
-    return testbench
 
 
 def check_windows(stage, frames, *, source="none", sink="none", seed=0):
