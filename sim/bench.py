@@ -26,9 +26,16 @@ __all__ = ["PATTERNS", "pauses", "stream_put", "stream_get", "run_stream", "fram
 PATTERNS = ("none", "periodic", "random", "bursty")
 
 
-def pauses(kind: str, seed: int = 0):
-    """An endless iterator of booleans: True = active this cycle (valid or ready)."""
+def pauses(kind, seed: int = 0):
+    """An endless iterator of booleans: True = active this cycle (valid or ready).
+
+    ``kind`` is a pattern name, or a probability (float in [0, 1)) of being idle on any
+    cycle, independently."""
     rng = np.random.default_rng(seed)
+    if isinstance(kind, float):
+        if not 0.0 <= kind < 1.0:
+            raise ValueError(f"an idle probability must lie in [0, 1), not {kind}")
+        return (bool(b) for b in iter(lambda: rng.random() >= kind, None))
     if kind == "none":
         return itertools.repeat(True)
     if kind == "periodic":

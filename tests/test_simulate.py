@@ -1,0 +1,66 @@
+# amaranth: UnusedElaboratable=no
+"""convgen sim on the Amaranth simulator: pass, detect a tampered golden model, report."""
+
+import numpy as np
+import pytest
+
+from convgen.loader import config_from_dict
+from convgen.sim import golden
+from convgen.simulate import format_report, simulate
+
+
+def small_block():
+    return config_from_dict({"random": {"seed": 3}, "input": {"height": 5, "width": 6, "channels": 4, "lanes": 2},
+                             "stage": [{"kind": "pointwise", "out_channels": 8, "pe": 4, "simd": 2, "activation": "relu6"},
+                                       {"kind": "depthwise", "lanes": 4, "activation": "relu6"},
+                                       {"kind": "pointwise", "out_channels": 4, "pe": 2, "simd": 4},
+                                       {"kind": "add", "skip": "input"}]})
+
+
+def frames_for(config, n, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.stack([golden.random_input(config.input, rng) for _ in range(n)])
+
+
+@pytest.mark.parametrize("stall", [0.0, 0.5])
+def test_engine_matches_golden(stall):
+    config = small_block()
+    result = simulate(config, frames_for(config, 2), stall=stall, seed=4)
+    assert result.passed and len(result.frames) == 2
+    np.testing.assert_array_equal(result.outputs, np.stack([golden.run(config, f) for f in frames_for(config, 2)]))
+    report = format_report(result)
+    assert "PASS" in report and "mismatching elements: 0" in report
+
+
+def test_tampered_golden_model_is_reported_with_the_first_mismatch():
+    config = small_block()
+    frames = frames_for(config, 2)
+    expected = np.stack([golden.run(config, f) for f in frames])
+    expected[1, 2, 3, 1] += 1                     # one element of the model changed
+    expected[1, 4, 0, 2] -= 1
+    result = simulate(config, frames, expected=expected)
+    assert not result.passed and result.mismatches == 2
+    assert result.frames[0].mismatches == 0
+    assert result.frames[1].first_mismatch[:3] == (2, 3, 1)
+    assert "first at pixel (row 2, column 3), channel 1" in format_report(result)
+
+
+def test_one_weight_changed_in_the_model_only_is_detected():
+    import dataclasses
+    config = small_block()
+    stage = config.stages[0]
+    weights = stage.weights.copy()
+    weights[0, 0] = weights[0, 0] + (1 if weights[0, 0] < 127 else -1)
+    tampered = dataclasses.replace(config, stages=(dataclasses.replace(stage, weights=weights),) + config.stages[1:])
+    frames = frames_for(config, 1)
+    expected = np.stack([golden.run(tampered, f) for f in frames])
+    result = simulate(config, frames, expected=expected)
+    assert not result.passed
+
+
+def test_bad_arguments_are_refused():
+    config = small_block()
+    with pytest.raises(ValueError, match="--stall must be a probability"):
+        simulate(config, frames_for(config, 1), stall=1.5)
+    with pytest.raises(ValueError, match="--simulator must be one of"):
+        simulate(config, frames_for(config, 1), simulator="modelsim")
