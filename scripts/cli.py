@@ -108,6 +108,30 @@ def _cmd_tensors(args) -> int:
     return 0
 
 
+def _cmd_verilog(args) -> int:
+    import json
+    from . import emit
+    config = _load(args.config)
+    v_path, json_path = emit.write_outputs(config, args.output)
+    report = json.loads(json_path.read_text())
+    ports = {port["name"]: port["width"] for port in report["ports"]}
+    lines = len(v_path.read_text().splitlines())
+    print(f"wrote {v_path}")
+    print(f"wrote {json_path}")
+    print(f"{config.name}: module {report['top']}, s_axis_tdata {ports['s_axis_tdata']} bits "
+          f"({report['input']['lanes']} x int{report['input']['bits']}), m_axis_tdata "
+          f"{ports['m_axis_tdata']} bits ({report['output']['lanes']} x int{report['output']['bits']}), "
+          f"{lines:,} lines of Verilog")
+    if args.lint:
+        clean, output = emit.lint(v_path)
+        if not clean:
+            print(output.rstrip(), file=sys.stderr)
+            print(f"convgen: error: verilator lint of {v_path} is not clean", file=sys.stderr)
+            return 1
+        print(f"verilator --lint-only -Wall: clean ({len(emit.WAIVERS)} waivers, see convgen.emit.WAIVERS)")
+    return 0
+
+
 def _cmd_doctor(args) -> int:
     from . import toolchain
     return toolchain.main(["--quiet"] if args.quiet else [])
@@ -139,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("tensors", _cmd_tensors, "write the engine's weights and quantization to a tensors file")
     p.add_argument("config", help="engine config (.toml)")
     p.add_argument("-o", "--output", required=True, metavar="FILE.npz")
+    p = command("verilog", _cmd_verilog, "write the engine's Verilog (AXI4-Stream ports) and its JSON report")
+    p.add_argument("config", help="engine config (.toml)")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory (created if missing)")
+    p.add_argument("--lint", action="store_true", help="also run verilator --lint-only -Wall on it")
     p = command("doctor", _cmd_doctor, "check the external tools (Verilator, Icarus, yosys, nextpnr)")
     p.add_argument("--quiet", action="store_true", help="print only problems")
     return parser
