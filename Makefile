@@ -5,7 +5,8 @@
 #                   possible, then print the toolchain report (python -m convgen.toolchain)
 #   make test       setup, then pytest              (PYTEST_ARGS="-k foo -x" to pass options)
 #   make test-fast  setup, then pytest -m "not slow"
-#   make demo       setup, then the cost model and golden model of the MobileNetV2 example
+#   make demo       setup, then simulate the MobileNetV2 block example on Verilator against the
+#                   golden model (bit-exact check of every output beat) and print the report
 #   make clean      remove build outputs (keeps .venv and .cache)
 #   make distclean  also remove .venv and .cache
 #
@@ -74,8 +75,7 @@ test-fast: setup
 	"$(VENV)/bin/python" -m pytest -m "not slow" $(PYTEST_ARGS)
 
 demo: setup
-	"$(VENV)/bin/convgen" cost examples/mobilenetv2_block.toml
-	"$(VENV)/bin/convgen" golden examples/mobilenetv2_block.toml --summary
+	"$(VENV)/bin/convgen" sim examples/mobilenetv2_block.toml --simulator verilator
 
 clean:
 	rm -rf build sim_build results.xml .pytest_cache *.egg-info scripts/*.egg-info

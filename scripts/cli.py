@@ -1,8 +1,9 @@
 """The ``convgen`` command line.
 
 Subcommands: ``check`` (validate a config and summarise it), ``cost`` (the
-analytic cost model), ``golden`` (run the NumPy golden model), ``tensors``
-(write an engine's numbers to a tensors file), ``doctor`` (check the toolchain).
+analytic cost model), ``golden`` (run the NumPy golden model), ``verilog`` (emit the
+engine with AXI4-Stream ports), ``sim`` (simulate the RTL against the golden model),
+``tensors`` (write an engine's numbers to a tensors file), ``doctor`` (check the toolchain).
 Bad input ends in one line on stderr, ``convgen: error: ...``, and exit status 2.
 """
 
@@ -132,6 +133,42 @@ def _cmd_verilog(args) -> int:
     return 0
 
 
+def _cmd_sim(args) -> int:
+    from . import simulate
+    from .sim import golden
+    config = _load(args.config)
+    if args.frames < 1:
+        raise UsageError(f"--frames must be at least 1, not {args.frames}")
+    if args.input:
+        frames = _read_frames(args.input, config.input)
+        frames = frames[None] if frames.ndim == 3 else frames
+    else:
+        rng = np.random.default_rng(args.seed)
+        frames = np.stack([golden.random_input(config.input, rng) for _ in range(args.frames)])
+    if args.waves and not args.waves.endswith((".fst", ".vcd")):
+        raise UsageError(f"--waves must name a .fst or .vcd file, not {args.waves!r}")
+    print(f"{config.name}: {len(frames)} frame(s) on {args.simulator} "
+          f"({args.input or f'random input, seed {args.seed}'}), stall {args.stall:g}", flush=True)
+
+    def progress(frame):
+        status = "ok" if frame.mismatches == 0 else f"{frame.mismatches} mismatches"
+        print(f"  frame {frame.index}: {status}", flush=True)
+
+    try:
+        result = simulate.simulate(config, frames, simulator=args.simulator, stall=args.stall,
+                                   seed=args.seed, progress=progress, waves=args.waves)
+    except simulate.SimulatorUnavailable as error:
+        raise UsageError(str(error)) from None
+    print(simulate.format_report(result))
+    if args.output:
+        dtype = np.int8 if config.output.bits <= 8 else np.int16
+        np.save(args.output, (result.outputs[0] if args.input and len(frames) == 1 else result.outputs).astype(dtype))
+        print(f"wrote {args.output}")
+    if args.waves:
+        print(f"wrote {args.waves}")
+    return 0 if result.passed else 1
+
+
 def _cmd_doctor(args) -> int:
     from . import toolchain
     return toolchain.main(["--quiet"] if args.quiet else [])
@@ -167,6 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="engine config (.toml)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory (created if missing)")
     p.add_argument("--lint", action="store_true", help="also run verilator --lint-only -Wall on it")
+    p = command("sim", _cmd_sim, "simulate the engine's RTL and check every output beat against the golden model")
+    p.add_argument("config", help="engine config (.toml)")
+    p.add_argument("--simulator", choices=("verilator", "icarus", "amaranth"), default="verilator",
+                   help="RTL simulator (default verilator; amaranth runs the design in Python)")
+    p.add_argument("--frames", type=int, default=2, help="random frames to run back to back (default 2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random frames and stalls (default 0)")
+    p.add_argument("--stall", type=float, default=0.0,
+                   help="probability that the source idles and the sink holds off on a cycle (default 0)")
+    p.add_argument("--input", metavar="X.npy", help="run this (H, W, C) or (N, H, W, C) integer input instead")
+    p.add_argument("--output", metavar="Y.npy", help="save the engine's output here")
+    p.add_argument("--waves", metavar="FILE.fst|.vcd", help="record a waveform")
     p = command("doctor", _cmd_doctor, "check the external tools (Verilator, Icarus, yosys, nextpnr)")
     p.add_argument("--quiet", action="store_true", help="print only problems")
     return parser
