@@ -12,7 +12,9 @@
   at every stage boundary and never chains through the engine;
 * a :class:`Fork` after every tensor an add reads back, feeding a skip FIFO
   (``SyncFIFOBuffered``: block RAM plus an output register) whose depth is
-  :func:`skip_fifo_depth`.
+  :func:`skip_fifo_depth`;
+* a burst FIFO after a strided window stage whose outputs come in bursts faster than
+  the next stage takes them (:func:`burst_fifo_depths`).
 """
 
 from __future__ import annotations
@@ -79,6 +81,32 @@ class SkipFIFO(wiring.Component):
         return m
 
 
+def burst_fifo_depths(config: EngineConfig) -> dict[str, int]:
+    """Depth (beats) of the FIFO behind each strided depthwise stage that needs one.
+
+    The stage's input pixels arrive at the pace of the slowest stage before it; the
+    stages after it take its output pixels at the pace of the slowest of them
+    (both from the cost model's busy cycles). ``convgen.hdl.schedule.burst_backlog``
+    gives the pixels to buffer beyond the two the next (double-buffered) stage holds.
+    """
+    from ..cost import estimate
+    from .schedule import burst_backlog, window_schedule
+    busy = {s.name: s.busy_cycles for s in estimate(config).stages}
+    names = ["input"] + [s.name for s in config.stages]
+    depths = {}
+    for index, stage in enumerate(config.stages):
+        if not isinstance(stage, Depthwise) or stage.stride == 1 or index + 1 == len(config.stages):
+            continue
+        pixels_in = stage.input.height * stage.input.width
+        pixels_out = stage.out_height * stage.out_width
+        period_in = -(-max(busy[n] for n in names[:index + 2]) // pixels_in)
+        period_out = -(-max(busy[n] for n in names[index + 2:]) // pixels_out)
+        backlog = burst_backlog(window_schedule(stage), period_in, period_out)
+        if backlog:
+            depths[stage.name] = backlog * (stage.output.channels // stage.lanes_out)
+    return depths
+
+
 def make_unit(stage):
     """The gateware unit of a configured stage."""
     if isinstance(stage, Depthwise):
@@ -114,6 +142,7 @@ class Engine(wiring.Component):
         from .skip import skip_fifo_depth
         self.skip_depths = {name: skip_fifo_depth(config, name) for name in config.skip_sources}
         self.skip_depths.update(skip_depths or {})
+        self.burst_depths = burst_fifo_depths(config)
         out = config.output
         super().__init__({
             "i": In(stream.Signature(beat_layout(config.input.bits, config.input_lanes))),
@@ -168,6 +197,11 @@ class Engine(wiring.Component):
             m.submodules[f"skid_{stage.name}"] = skid
             wiring.connect(m, unit.o, skid.i)
             port, lanes = skid.o, stage.lanes_out
+            if stage.name in self.burst_depths:
+                burst = SkipFIFO(beat_layout(stage.output.bits, lanes), self.burst_depths[stage.name])
+                m.submodules[f"burst_{stage.name}"] = burst
+                wiring.connect(m, port, burst.i)
+                port = burst.o
             port = fork_if_needed(port, stage.output, lanes)
         wiring.connect(m, port, wiring.flipped(self.o))
         return m

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["WindowSchedule", "window_schedule", "pointwise_cycles_per_pixel", "pointwise_frame_cycles"]
+__all__ = ["WindowSchedule", "window_schedule", "pointwise_cycles_per_pixel", "pointwise_frame_cycles",
+           "burst_backlog"]
 
 
 @dataclass(frozen=True)
@@ -124,3 +125,24 @@ def pointwise_frame_cycles(pixels: int, c_in: int, c_out: int, groups: int, pe: 
     operations = (c_out // pe) * (c_in // groups // simd)
     period = pointwise_cycles_per_pixel(c_in, c_out, groups, pe, simd)
     return beats + 1 + (pixels - 1) * period + operations + latency
+
+
+def burst_backlog(schedule: WindowSchedule, period_in: int, period_out: int, held: int = 2) -> int:
+    """Pixels a buffer behind a window stage must hold so that neither side waits.
+
+    The window emits output ``p`` in the slot of input pixel ``e(p)``, inputs arriving one
+    per ``period_in`` cycles; the next stage takes one output pixel per ``period_out``
+    cycles and holds ``held`` pixels itself (a double-buffered pixel unit holds 2). With
+    a stride above 1 the outputs come in bursts (one every ``stride`` slots on every
+    ``stride``-th row), faster than a stage paced for the average rate takes them. Returns
+    the largest number of emitted outputs the next stage has not yet taken, minus what it
+    holds (0: no buffer needed).
+    """
+    arrive = schedule.emission_slots.reshape(-1).astype(np.int64) * period_in
+    taken = np.empty_like(arrive)
+    free = -(1 << 40)
+    for p, t in enumerate(arrive):                  # a queue served one pixel per period_out
+        free = max(free, t) + period_out
+        taken[p] = free
+    waiting = np.arange(1, arrive.size + 1) - np.searchsorted(np.sort(taken), arrive, side="right")
+    return max(0, int(waiting.max()) - held)
