@@ -109,3 +109,22 @@ def test_unmodelled_paths_err_on_the_large_side():
     got, expected, _, refused = run_with_depth(config, sizing.depth)
     np.testing.assert_array_equal(got, expected)
     assert refused == 0
+
+
+def test_burst_backlog_by_hand():
+    from convgen.hdl.schedule import WindowSchedule, burst_backlog
+    # 1x1 window, stride 2 on 4x4: outputs leave in slots 0, 2, 8, 10. Inputs one per cycle,
+    # the next stage takes a pixel every 10 cycles: by cycle 10 four have arrived and only
+    # the first has been taken (at 10), so 3 wait; the next stage itself holds `held`.
+    s = WindowSchedule(4, 4, 1, 2, 1, 0, 0, 2, 2)
+    assert list(s.emission_slots.reshape(-1)) == [0, 2, 8, 10]
+    assert burst_backlog(s, 1, 10, held=0) == 3
+    assert burst_backlog(s, 1, 10, held=2) == 1
+    assert burst_backlog(s, 1, 2, held=0) == 1         # a fast consumer: one waits at a time
+
+
+def test_burst_fifos_only_where_bursts_outrun_the_next_stage():
+    from convgen.hdl.engine import burst_fifo_depths
+    assert burst_fifo_depths(load_config(EXAMPLES / "mobilenetv2_block_s2.toml")) == {"dw": 3 * 48}
+    for name in ("mobilenetv2_block", "dws_layer", "shufflenet_unit", "dilated_dw"):
+        assert burst_fifo_depths(load_config(EXAMPLES / f"{name}.toml")) == {}
