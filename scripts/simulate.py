@@ -152,6 +152,15 @@ def _simulate_verilog(config, frames, expected, *, simulator, stall, seed, progr
         if "CFG_CXXFLAGS_PCH_I" not in flags:
             os.environ["MAKEFLAGS"] = f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()
 
+    if waves:
+        kind = Path(waves).suffix
+        if kind not in (".fst", ".vcd"):
+            raise ValueError(f"--waves must name a .fst or .vcd file, not {str(waves)!r}")
+        if simulator == "icarus" and kind != ".fst":
+            raise ValueError(f"--waves {str(waves)!r}: the Icarus flow records FST; name a .fst file")
+        if simulator == "verilator" and kind == ".fst" and not Path("/usr/include/lz4.h").exists():
+            raise SimulatorUnavailable(f"--waves {str(waves)!r}: Verilator's FST writer needs lz4.h; install "
+                                       f"the Debian package 'liblz4-dev' or name a .vcd file")
     verilog = emit_verilog(config)
     if simulator == "icarus":
         verilog = icarus_source(verilog)
@@ -181,11 +190,11 @@ def _simulate_verilog(config, frames, expected, *, simulator, stall, seed, progr
     if simulator == "verilator":
         build_args = ["-Wno-fatal", "-O3"] + (["--trace-fst"] if trace and str(waves).endswith(".fst") else
                                               ["--trace"] if trace else [])
-    started = time.perf_counter()
     runner.build(sources=[source], hdl_toplevel=config.name, build_dir=build_dir, always=False,
                  timescale=("1ns", "1ps"), waves=trace, build_args=build_args,
                  log_file=build_dir / "build.log")
     xml = bench_dir / "results.xml"
+    started = time.perf_counter()         # the run alone: the build is not simulation
     try:
         runner.test(test_module="convgen.sim.cocotb_bench", hdl_toplevel=config.name,
                     build_dir=build_dir, test_dir=bench_dir, waves=trace, timescale=("1ns", "1ps"),

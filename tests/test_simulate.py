@@ -77,3 +77,22 @@ def test_bad_arguments_are_refused():
         simulate(config, frames_for(config, 1), stall=1.5)
     with pytest.raises(ValueError, match="--simulator must be one of"):
         simulate(config, frames_for(config, 1), simulator="modelsim")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("simulator,suffix", [("verilator", ".vcd"), ("icarus", ".fst")])
+def test_waves_are_recorded(simulator, suffix, tmp_path):
+    config = small_block()
+    waves = tmp_path / f"run{suffix}"
+    result = run(config, frames_for(config, 1), simulator, waves=str(waves))
+    assert result.passed and waves.stat().st_size > 1000
+    if suffix == ".vcd":
+        assert waves.read_text(errors="replace").startswith("$version")
+
+
+def test_waves_format_refusals(tmp_path):
+    config = small_block()
+    with pytest.raises(ValueError, match=r"the Icarus flow records FST; name a \.fst file"):
+        simulate(config, frames_for(config, 1), simulator="icarus", waves=str(tmp_path / "w.vcd"))
+    with pytest.raises(ValueError, match=r"--waves must name a \.fst or \.vcd file"):
+        simulate(config, frames_for(config, 1), simulator="verilator", waves=str(tmp_path / "w.txt"))
