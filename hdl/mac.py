@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal, signed
-from amaranth.lib import data
 from amaranth.lib.memory import Memory
 
 __all__ = ["signed_bits", "adder_tree", "GroupCounter", "group_rom"]

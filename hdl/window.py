@@ -31,7 +31,6 @@ Padding taps (outside the image) are replaced by the input zero point at the win
 
 from __future__ import annotations
 
-import numpy as np
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory

@@ -13,7 +13,6 @@ import argparse
 import os
 import sys
 import tomllib
-from pathlib import Path
 
 import numpy as np
 

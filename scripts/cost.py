@@ -26,8 +26,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-import numpy as np
-
 from .config import Add, ConvStage, Depthwise, EngineConfig, Pointwise, Shuffle
 from .hdl.schedule import pointwise_cycles_per_pixel, window_schedule
 

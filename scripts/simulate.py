@@ -173,11 +173,13 @@ def _simulate_verilog(config, frames, expected, *, simulator, stall, seed, progr
     bench_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix=f"convgen-{config.name}-"))
     bench_dir.mkdir(parents=True, exist_ok=True)
     out_lanes = config.stages[-1].lanes_out
-    per_frame_out = int(np.prod(config.output.shape)) // out_lanes
     params = {"input_lanes": config.input_lanes, "output_lanes": out_lanes,
               "input_bits": config.input.bits, "output_bits": config.output.bits,
               "source_idle": stall, "sink_stall": stall, "seed": seed, "drain": 64,
-              "max_cycles": 50 * (len(frames) + 1) * max(per_frame_out, 1) * 64 + 100_000}
+              # A timeout far beyond any healthy run: the analytic cycles of every frame, with
+              # both sides stalled, ten times over, plus room for the pipeline to fill.
+              "max_cycles": int(10 * (len(frames) + 1) * _estimate(config).cycles_per_frame
+                                / (1.0 - stall) ** 2) + 100_000}
     (bench_dir / "bench.json").write_text(json.dumps(params))
     np.save(bench_dir / "inputs.npy", np.asarray(frames, dtype=np.int64))
     np.save(bench_dir / "expected.npy", np.asarray(expected, dtype=np.int64))
@@ -188,6 +190,8 @@ def _simulate_verilog(config, frames, expected, *, simulator, stall, seed, progr
     trace = bool(waves)
     build_args = []
     if simulator == "verilator":
+        # Lint is checked separately (convgen verilog --lint, tests/test_verilog.py); the
+        # simulation build should not stop on yosys's output style warnings.
         build_args = ["-Wno-fatal", "-O3"] + (["--trace-fst"] if trace and str(waves).endswith(".fst") else
                                               ["--trace"] if trace else [])
     runner.build(sources=[source], hdl_toplevel=config.name, build_dir=build_dir, always=False,

@@ -3,11 +3,10 @@
 import itertools
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from convgen import cost
-from convgen.config import Add, Depthwise, Pointwise, Shuffle
+from convgen.config import Depthwise, Pointwise
 from convgen.loader import config_from_dict, load_config
 
 EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.toml"))

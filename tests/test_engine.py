@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convgen import cost
 from convgen.hdl.engine import Engine
 from convgen.loader import load_config
 from convgen.sim import bench, golden

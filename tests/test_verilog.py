@@ -3,7 +3,6 @@
 and the AXI top simulated against the golden model (tuser = start of frame, tlast = end of row)."""
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -317,7 +316,7 @@ def test_emitted_verilog_in_icarus_against_golden(tmp_path):
     rng = np.random.default_rng(8)
     frames = [golden.random_input(config.input, rng) for _ in range(2)]
     lanes_in, lanes_out = config.input_lanes, config.stages[-1].lanes_out
-    (h, w, c), (_, w_out, c_out) = config.input.shape, config.output.shape
+    (_, w, c), (_, w_out, c_out) = config.input.shape, config.output.shape
     words = [pack(lanes, config.input.bits) for frame in frames for lanes in frame.reshape(-1, lanes_in)]
     (tmp_path / "in.hex").write_text("".join(f"{word:x}\n" for word in words))
     line_out = w_out * c_out // lanes_out
