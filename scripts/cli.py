@@ -10,9 +10,11 @@ Bad input ends in one line on stderr, ``convgen: error: ...``, and exit status 2
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tomllib
+from pathlib import Path
 
 import numpy as np
 
@@ -168,6 +170,19 @@ def _cmd_sim(args) -> int:
     return 0 if result.passed else 1
 
 
+def _cmd_synth(args) -> int:
+    from . import synth
+    config = _load(args.config)
+    out_dir = args.out or f"build/{config.name}-{args.target}"
+    result = synth.synthesize(config, args.target, out_dir, seed=args.seed,
+                              progress=lambda text: print(f"  {text}", flush=True))
+    print(synth.format_report(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n")
+        print(f"wrote {args.json}")
+    return 0 if result.fits else 1
+
+
 def _cmd_doctor(args) -> int:
     from . import toolchain
     return toolchain.main(["--quiet"] if args.quiet else [])
@@ -214,6 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", metavar="X.npy", help="run this (H, W, C) or (N, H, W, C) integer input instead")
     p.add_argument("--output", metavar="Y.npy", help="save the engine's output here")
     p.add_argument("--waves", metavar="FILE.fst|.vcd", help="record a waveform")
+    p = command("synth", _cmd_synth, "synthesize and place-and-route the engine with yosys/nextpnr; report Fmax and resources")
+    p.add_argument("config", help="engine config (.toml)")
+    p.add_argument("--target", required=True, choices=("up5k", "ecp5-25k", "ecp5-85k"), help="device")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    p.add_argument("--out", metavar="DIR", help="build directory (default build/<name>-<target>)")
     p = command("doctor", _cmd_doctor, "check the external tools (Verilator, Icarus, yosys, nextpnr)")
     p.add_argument("--quiet", action="store_true", help="print only problems")
     return parser
