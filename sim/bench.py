@@ -21,7 +21,7 @@ from amaranth.hdl import Module, Signal
 from amaranth.sim import Simulator
 
 __all__ = ["PATTERNS", "pauses", "stream_put", "stream_get", "run_stream", "frame_beats", "beats_frame",
-           "protocol_monitor"]
+           "protocol_monitor", "run_frames"]
 
 PATTERNS = ("none", "periodic", "random", "bursty")
 
@@ -166,3 +166,23 @@ def protocol_monitor(port, violations: list):
                 violations.append((prev, (valid, ready, payload)))
             prev = (valid, ready, payload)
     return testbench
+
+
+def run_frames(dut, frames, expected, lanes_in: int, lanes_out: int, *, source="none", sink="none", seed=0):
+    """Frames back to back through ``dut`` (``lanes_in`` channels per input beat), every
+    output frame compared with ``expected`` (``lanes_out`` per output beat) and the stream
+    rule watched on ``dut.o``. Returns ``(cycles, output frames)``."""
+    shape = expected[0].shape
+    per_frame = int(np.prod(shape)) // lanes_out
+    beats = [b for f in frames for b in frame_beats(f, lanes_in)]
+    violations = []
+    out, cycles = run_stream(dut, beats, per_frame * len(frames), source=source, sink=sink, seed=seed,
+                             extra=protocol_monitor(dut.o, violations))
+    assert len(out) == per_frame * len(frames)
+    assert not violations, f"output beat changed or withdrawn while stalled: {violations[:3]}"
+    got = []
+    for n, want in enumerate(expected):
+        frame = beats_frame(out[n * per_frame:(n + 1) * per_frame], shape)
+        np.testing.assert_array_equal(frame, want)
+        got.append(frame)
+    return cycles, got

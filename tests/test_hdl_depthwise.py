@@ -20,7 +20,6 @@ from convgen.hdl.depthwise import DepthwiseMAC, DepthwiseUnit
 from convgen.hdl.mac import adder_tree_stages
 from convgen.loader import config_from_dict
 from convgen.sim import arith, bench, golden
-from convgen.sim.bench import protocol_monitor
 
 PAIRS = [("none", "none"), ("periodic", "random"), ("random", "bursty"), ("bursty", "periodic")]
 
@@ -43,20 +42,8 @@ def run_unit(stage, frames, *, source="none", sink="none", seed=0):
     """Frames back to back through a DepthwiseUnit; every output frame against the golden
     model. Returns (unit, cycles, outputs)."""
     unit = DepthwiseUnit(stage)
-    lanes = stage.lanes
-    shape = stage.output.shape
-    per_frame = shape[0] * shape[1] * shape[2] // lanes
-    beats = [b for f in frames for b in bench.frame_beats(f, lanes)]
-    violations = []
-    out, cycles = bench.run_stream(unit, beats, per_frame * len(frames), source=source, sink=sink, seed=seed,
-                                   extra=protocol_monitor(unit.o, violations))
-    assert len(out) == per_frame * len(frames)
-    assert not violations, f"output beat changed or withdrawn while stalled: {violations[:3]}"
-    got = []
-    for n, x in enumerate(frames):
-        frame = bench.beats_frame(out[n * per_frame:(n + 1) * per_frame], shape)
-        np.testing.assert_array_equal(frame, golden.run_stage(stage, x))
-        got.append(frame)
+    expected = [golden.run_stage(stage, x) for x in frames]
+    cycles, got = bench.run_frames(unit, frames, expected, stage.lanes, stage.lanes, source=source, sink=sink, seed=seed)
     return unit, cycles, got
 
 

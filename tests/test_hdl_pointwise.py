@@ -20,7 +20,6 @@ from convgen.hdl.pointwise import PointwiseMAC, PointwiseUnit
 from convgen.hdl.schedule import pointwise_cycles_per_pixel, pointwise_frame_cycles
 from convgen.loader import config_from_dict
 from convgen.sim import arith, bench, golden
-from convgen.sim.bench import protocol_monitor
 
 PAIRS = [("none", "none"), ("periodic", "random"), ("random", "bursty"), ("bursty", "periodic")]
 
@@ -43,19 +42,8 @@ def run_unit(stage, frames, *, source="none", sink="none", seed=0):
     """Frames back to back through a PointwiseUnit; every output frame against the golden
     model. Returns (unit, cycles, outputs)."""
     unit = PointwiseUnit(stage)
-    shape = stage.output.shape
-    per_frame = shape[0] * shape[1] * shape[2] // stage.pe
-    beats = [b for f in frames for b in bench.frame_beats(f, stage.simd)]
-    violations = []
-    out, cycles = bench.run_stream(unit, beats, per_frame * len(frames), source=source, sink=sink, seed=seed,
-                                   extra=protocol_monitor(unit.o, violations))
-    assert len(out) == per_frame * len(frames)
-    assert not violations, f"output beat changed or withdrawn while stalled: {violations[:3]}"
-    got = []
-    for n, x in enumerate(frames):
-        frame = bench.beats_frame(out[n * per_frame:(n + 1) * per_frame], shape)
-        np.testing.assert_array_equal(frame, golden.run_stage(stage, x))
-        got.append(frame)
+    expected = [golden.run_stage(stage, x) for x in frames]
+    cycles, got = bench.run_frames(unit, frames, expected, stage.simd, stage.pe, source=source, sink=sink, seed=seed)
     return unit, cycles, got
 
 
