@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from amaranth.hdl import Elaboratable, Module, Signal
-from amaranth.lib import wiring
+from amaranth.lib import io, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import EngineConfig
@@ -165,13 +165,17 @@ class BoardTop(Elaboratable):
         clock_hz = platform.default_clk_frequency
         m.submodules.core = core = UARTEngine(self.config, divisor=uart_divisor(clock_hz, self.baud),
                                               timeout=int(clock_hz // 10), blink=int(clock_hz // 2))
-        uart = platform.request("uart", 0)
-        m.d.comb += [core.rx.eq(uart.rx.i), uart.tx.o.eq(core.tx)]
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.uart_rx = rx_pin = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx = tx_pin = io.Buffer("o", uart.tx)
+        m.d.comb += [core.rx.eq(rx_pin.i), tx_pin.o.eq(core.tx)]
         requested = {}
-        for led, signal in ((self.board.activity_led, core.activity), (self.board.error_led, core.error)):
+        for role, led, signal in (("activity", self.board.activity_led, core.activity),
+                                  ("error", self.board.error_led, core.error)):
             key = led[:2]
             if key not in requested:
-                requested[key] = platform.request(*key)
-            pin = requested[key] if len(led) == 2 else getattr(requested[key], led[2])
+                requested[key] = platform.request(*key, dir="-")
+            port = requested[key] if len(led) == 2 else getattr(requested[key], led[2])
+            m.submodules[f"led_{role}"] = pin = io.Buffer("o", port)
             m.d.comb += pin.o.eq(signal)
         return m

