@@ -2,20 +2,27 @@
 
 :class:`QuantizedMultiply` is a pipelined block (one enable, no handshake) that
 computes, per lane, exactly :func:`convgen.sim.arith.multiply_by_quantized_multiplier`
-with that lane's multiplier and shift presented alongside the value:
+with that lane's multiplier and shift presented alongside the value. Stages:
 
-* ``double`` rounding (TFLite's default): stage *multiply* forms ``wrap32(x << left) * m``;
-  stage *high* adds ``2^30`` and takes bits 31 and up (``SaturatingRoundingDoublingHighMul``:
-  ``floor((a*b + 2^30) / 2^31)`` equals it whenever ``b != INT32_MIN``, and ``m < 2^31``);
-  stage *round* is ``RoundingDivideByPOT``: ``(h >> e) + ((h & mask) > (mask >> 1) + (h < 0))``.
-* ``single`` rounding: *multiply* forms ``x * m``; *high* adds ``2^(30 - shift)``;
-  *round* shifts right by ``31 - shift``.
-* When every multiplier is ``2^30`` (a power-of-two scale) no multiplier is built:
-  the high multiply is ``(x + 1) >> 1`` (double) or a shift (single).
+* *multiply*: ``x' = wrap32(x << left)`` (only when a shift is positive) times the
+  31-bit multiplier, as partial products with 17-bit slices of the multiplier
+  (each one 18x18 DSP when ``x'`` fits 18 bits), registered: no adder behind a DSP;
+* *sum*: ``s = x' * m``, the partial products added;
+* *high*: ``double``: ``h = floor((s + 2^30) / 2^31) = ((s >> 30) + 1) >> 1``
+  (``SaturatingRoundingDoublingHighMul``, which never saturates for ``m < 2^31``);
+  ``single``: ``h = ((s >> (30 - shift)) + 1) >> 1``, the whole result;
+* *shift*: ``double``: ``q = h >> e``, the remainder ``h & (2^e - 1)`` and the sign of ``h``;
+* *round*: ``y = q + (remainder > (2^e - 1) / 2 + (h < 0))`` (``RoundingDivideByPOT``).
+
+Shift amounts select among the values the stage actually uses (a few constants,
+so no barrel shifter) unless there are many. When every multiplier is ``2^30`` (a
+power-of-two scale) no multiplier is built: ``s = x' << 30``.
 
 :class:`Requantizer` is the stream component of a convolution's output: per-channel
 parameters from a ROM (addressed by the channel group of each beat and read in the
-same stage that registers the accumulators, so they stay aligned), the multiply,
+same stage that registers the accumulators, so they stay aligned), the accumulator
+saturated to the range outside which the output is clamped anyway
+(:func:`saturation_range`, which narrows the multiplier's operand), the multiply,
 then ``+ zero_point`` and the activation clamp.
 """
 
@@ -29,7 +36,14 @@ import numpy as np
 from ..sim import arith
 from .beats import beat_layout
 
-__all__ = ["QuantizedMultiply", "Requantizer", "acc_layout"]
+__all__ = ["QuantizedMultiply", "Requantizer", "acc_layout", "saturation_range"]
+
+#: Bits of the multiplier per partial product: 17 unsigned bits are an 18-bit signed
+#: DSP operand (ECP5 MULT18X18D), so a 31-bit multiplier takes two.
+MULTIPLIER_SLICE = 17
+
+#: Up to this many distinct shift amounts are selected from constants; more use a barrel shifter.
+MAX_SELECTED_SHIFTS = 8
 
 
 def acc_layout(acc_bits: int, lanes: int) -> data.StructLayout:
@@ -41,6 +55,78 @@ def _signed_bits(lo: int, hi: int) -> int:
     return max((-lo - 1).bit_length(), hi.bit_length()) + 1
 
 
+def _mbqm_exact(x: int, multiplier: int, shift: int, rounding: str):
+    """MBQM of one value without any int32 wrap; ``None`` where TFLite's would wrap."""
+    if rounding == "double":
+        left = max(shift, 0)
+        shifted = x << left
+        if not arith.INT32_MIN <= shifted <= arith.INT32_MAX:
+            return None
+        return int(arith.multiply_by_quantized_multiplier(shifted, multiplier, min(shift, 0), rounding))
+    total = 31 - shift
+    value = (x * multiplier + (1 << (total - 1))) >> total
+    return value if arith.INT32_MIN <= value <= arith.INT32_MAX else None
+
+
+def saturation_range(x_range, multipliers, shifts, zero_point, act_min, act_max, rounding="double"):
+    """The smallest ``[lo, hi]`` within ``x_range`` such that saturating ``x`` to it never
+    changes ``clamp(MBQM(x, m[c], s[c]) + zero_point, act_min, act_max)`` for any channel.
+
+    ``MBQM + zero_point`` is non-decreasing in ``x`` when nothing wraps int32 over
+    ``x_range`` (checked at both ends; otherwise ``x_range`` is returned unchanged). Then
+    every ``x`` at or above the first value that reaches ``act_max`` in channel ``c``
+    gives ``act_max`` there: ``hi`` is the largest of those first values over the
+    channels, ``lo`` likewise for ``act_min``.
+    """
+    lo, hi = (int(v) for v in x_range)
+    multipliers = [int(v) for v in np.asarray(multipliers).reshape(-1)]
+    shifts = [int(v) for v in np.asarray(shifts).reshape(-1)]
+    for m_c, s_c in zip(multipliers, shifts):
+        for x in (lo, hi):
+            y = _mbqm_exact(x, m_c, s_c, rounding)
+            if y is None or not arith.INT32_MIN <= y + zero_point <= arith.INT32_MAX:
+                return lo, hi
+    m_arr, s_arr = np.asarray(multipliers, np.int64), np.asarray(shifts, np.int64)
+
+    def out(x):       # no wrap anywhere in [lo, hi] (checked above), so this is exact
+        return arith.multiply_by_quantized_multiplier(x, m_arr, s_arr, rounding) + zero_point
+
+    def first_reaching(predicate, upward):
+        """Per channel: the first x (from lo upward, or from hi downward) satisfying predicate."""
+        a, b = np.full(len(m_arr), lo, np.int64), np.full(len(m_arr), hi, np.int64)
+        while np.any(a < b):
+            mid = (a + b + (0 if upward else 1)) // 2
+            ok = predicate(out(mid))
+            if upward:
+                a, b = np.where(ok, a, mid + 1), np.where(ok, mid, b)
+            else:
+                a, b = np.where(ok, mid, a), np.where(ok, b, mid - 1)
+        return a
+
+    top = first_reaching(lambda y: y >= act_max, upward=True)
+    top = np.where(out(np.full(len(m_arr), hi, np.int64)) >= act_max, top, hi)
+    bottom = first_reaching(lambda y: y <= act_min, upward=False)
+    bottom = np.where(out(np.full(len(m_arr), lo, np.int64)) <= act_min, bottom, lo)
+    return int(bottom.min()), int(top.max())
+
+
+def _wrap32(value):
+    """``value`` as int32, wrapping like TFLite's int32 arithmetic."""
+    return value[:32].as_signed() if len(value) > 32 else value
+
+
+def _select(key, values, expr, generic=None):
+    """``expr(v)`` for the ``v`` in ``values`` equal to ``key``: a chain of muxes over the
+    few values a stage uses, or ``generic(key)`` when there are many."""
+    values = sorted(set(values))
+    if generic is not None and len(values) > MAX_SELECTED_SHIFTS:
+        return generic(key)
+    result = expr(values[-1])
+    for v in reversed(values[:-1]):
+        result = Mux(key == v, expr(v), result)
+    return result
+
+
 class QuantizedMultiply(Elaboratable):
     """Per-lane ``MultiplyByQuantizedMultiplier``, pipelined, advancing when ``en`` is high.
 
@@ -48,29 +134,30 @@ class QuantizedMultiply(Elaboratable):
     ----------
     lanes : int
     x_range : (int, int)
-        Range of the input values (their width follows); within int32.
+        Range of the input values (their width follows: unsigned when ``lo >= 0``); within int32.
     multipliers, shifts : array of int
-        Every (multiplier, shift) pair the block may see; they size the datapath and
-        select the power-of-two form. The values actually used come in on ``m``,
-        ``shift`` per lane (aligned with ``x``).
+        Every (multiplier, shift) pair the block may see; they size the datapath, select
+        the power-of-two form and the shift amounts built. The values actually used come
+        in on ``m``, ``shift`` per lane (aligned with ``x``).
     rounding : ``"double"`` or ``"single"``
 
     Attributes
     ----------
     en : Signal, in
-    x : list of Signal(signed), in, one per lane
+    x : list of Signal(signed or unsigned ``x_bits``), in, one per lane
     m : list of Signal(unsigned(31)), in
     shift : list of Signal(signed(6)), in
-    y : list of Signal(signed(32)), out, ``latency`` enabled cycles after ``x``
+    y : list of Signal(signed(y_bits)), out, ``latency`` enabled cycles after ``x``
+        (``y_bits <= 32``: the int32 result, wrapped as TFLite's cast does)
     """
 
-    #: Named stages: multiply, high, round.
-    stages = ("multiply", "high", "round")
+    #: Named stages (see the module docstring).
+    stages = ("multiply", "sum", "high", "shift", "round")
     latency = len(stages)
 
     def __init__(self, lanes, x_range, multipliers, shifts, rounding="double"):
-        multipliers = np.asarray(multipliers, dtype=np.int64)
-        shifts = np.asarray(shifts, dtype=np.int64)
+        multipliers = np.asarray(multipliers, dtype=np.int64).reshape(-1)
+        shifts = np.asarray(shifts, dtype=np.int64).reshape(-1)
         if rounding not in arith.ROUNDINGS:
             raise ValueError(f"rounding must be one of {', '.join(arith.ROUNDINGS)}, not {rounding!r}")
         lo, hi = (int(v) for v in x_range)
@@ -80,64 +167,136 @@ class QuantizedMultiply(Elaboratable):
         self.rounding = rounding
         self.power_of_two = bool(np.all(multipliers == arith.POWER_OF_TWO_MULTIPLIER))
         self.left_shifts = bool(rounding == "double" and np.any(shifts > 0))
-        self.x_bits = _signed_bits(lo, hi)
+        self._lefts = sorted({max(int(s), 0) for s in shifts})
+        self._exponents = sorted({max(-int(s), 0) for s in shifts})        # double: right shifts
+        self._totals = sorted({31 - int(s) for s in shifts})               # single: 1..62
+        self.x_unsigned = lo >= 0 and not self.left_shifts
+        self.x_bits = max(hi.bit_length(), 1) if self.x_unsigned else _signed_bits(lo, hi)
+        operand_bits = 32 if self.left_shifts else self.x_bits
+        # s = x' * m: |m| < 2^31 (or m = 2^30); h = s >> 31 (double) or s >> total (single)
+        self._s_bits = operand_bits + 31 + (1 if self.x_unsigned else 0)
+        h_bits = self._s_bits - 30 + 1
+        self.y_bits = min(h_bits, 32)
+        # An operand of 19-20 bits keeps 17 bits in the DSPs (18x18, signed or unsigned), the
+        # rest in logic.
+        top_bits = operand_bits - MULTIPLIER_SLICE
+        self._split_operand = not self.power_of_two and operand_bits > 18 and top_bits <= 3
+        shape = unsigned(self.x_bits) if self.x_unsigned else signed(self.x_bits)
         self.en = Signal()
-        self.x = [Signal(signed(self.x_bits), name=f"x{i}") for i in range(lanes)]
+        self.x = [Signal(shape, name=f"x{i}") for i in range(lanes)]
         self.m = [Signal(unsigned(31), name=f"m{i}") for i in range(lanes)]
         self.shift = [Signal(signed(6), name=f"shift{i}") for i in range(lanes)]
-        self.y = [Signal(signed(32), name=f"y{i}") for i in range(lanes)]
+        self.y = [Signal(signed(self.y_bits), name=f"y{i}") for i in range(lanes)]
 
     @property
     def multiplier_bits(self) -> int:
         """Width of the multiplier operand actually multiplied (0 for power-of-two scales)."""
         return 0 if self.power_of_two else 31
 
+    @property
+    def dsp_operand_bits(self) -> int:
+        """Width of the operand side of each DSP partial product (0 without a multiplier)."""
+        if self.power_of_two:
+            return 0
+        operand_bits = 32 if self.left_shifts else self.x_bits
+        return MULTIPLIER_SLICE if self._split_operand else operand_bits
+
+    @property
+    def partial_products(self) -> int:
+        """Multiplier slices per lane (each an 18x18 product when the operand fits 18 bits)."""
+        return 0 if self.power_of_two else -(-31 // MULTIPLIER_SLICE)
+
     def elaborate(self, platform):
         m = Module()
-        en = self.en
         for lane in range(self.lanes):
-            x, mult, shift = self.x[lane], self.m[lane], self.shift[lane]
-            # -- multiply -------------------------------------------------------------------
-            if self.left_shifts:
-                left = Mux(shift > 0, shift, 0)[:5]
-                operand = Signal(signed(32), name=f"shifted{lane}")
-                m.d.comb += operand.eq((x << left)[:32])          # TFLite's int32 product wraps
-            else:
-                operand = x
-            product = Signal(signed(len(operand) + (31 if not self.power_of_two else 30) + 1),
-                             name=f"product{lane}")
-            shift_1 = Signal(signed(6), name=f"shift{lane}_1")
-            with m.If(en):
-                if self.power_of_two:
-                    m.d.sync += product.eq(operand << 30)
-                else:
-                    m.d.sync += product.eq(operand * mult)
-                m.d.sync += shift_1.eq(shift)
-            # -- high -----------------------------------------------------------------------
-            # single rounding adds up to 2^61 before its shift by up to 62
-            high_bits = len(product) + 1 if self.rounding == "double" else max(len(product) + 1, 64)
-            high = Signal(signed(high_bits), name=f"high{lane}")
-            exponent = Signal(6, name=f"exponent{lane}")
-            with m.If(en):
-                if self.rounding == "double":
-                    m.d.sync += high.eq((product + (1 << 30)) >> 31)
-                    m.d.sync += exponent.eq(Mux(shift_1 < 0, -shift_1, 0))
-                else:
-                    total = 31 - shift_1                        # 1..62
-                    m.d.sync += high.eq(product + (Const(1, 64) << (total - 1)[:6])[:63])
-                    m.d.sync += exponent.eq(total[:6])
-            # -- round ----------------------------------------------------------------------
-            with m.If(en):
-                if self.rounding == "double":
-                    mask = Signal(32, name=f"mask{lane}")
-                    m.d.comb += mask.eq((Const(1, 33) << exponent[:5])[:33] - 1)
-                    threshold = (mask >> 1) + (high < 0)
-                    remainder = (high & mask.as_signed())[:32]
-                    rounded = (high >> exponent[:5]) + (remainder > threshold)
-                    m.d.sync += self.y[lane].eq(rounded[:32])
-                else:
-                    m.d.sync += self.y[lane].eq((high >> exponent)[:32])
+            self._lane(m, lane)
         return m
+
+    def _lane(self, m, lane):
+        en, x, mult, shift = self.en, self.x[lane], self.m[lane], self.shift[lane]
+
+        def stage(name, value, shape=None):
+            reg = Signal(shape if shape is not None else value.shape(), name=f"{name}{lane}")
+            with m.If(en):
+                m.d.sync += reg.eq(value)
+            return reg
+
+        # -- multiply -----------------------------------------------------------------------
+        if self.left_shifts:
+            operand = Signal(signed(32), name=f"shifted{lane}")
+            left = Signal(5, name=f"left{lane}")
+            m.d.comb += left.eq(Mux(shift > 0, shift, 0)[:5])
+            m.d.comb += operand.eq(_select(left, self._lefts, lambda v: _wrap32(x << v),
+                                           lambda v: _wrap32(x << v)))
+        else:
+            operand = x
+        if self.power_of_two:
+            partials = [stage("scaled", operand)]
+            weights = [30]
+        else:
+            # An operand wider than a DSP input keeps its low 17 bits there and multiplies the
+            # few top bits in logic (shift-and-add of the whole multiplier), also registered.
+            split = self._split_operand
+            low_operand = operand[:MULTIPLIER_SLICE] if split else operand
+            partials, weights = [], []
+            for k, low in enumerate(range(0, 31, MULTIPLIER_SLICE)):
+                piece = mult[low:min(low + MULTIPLIER_SLICE, 31)]
+                partials.append(stage(f"partial{k}_", low_operand * piece))
+                weights.append(low)
+            if split:
+                top = operand[MULTIPLIER_SLICE:]
+                terms = [Mux(top[k], mult << k, 0) for k in range(len(top))]
+                logic = terms[0]
+                for k, term in enumerate(terms[1:], 1):
+                    negative = operand.shape().signed and k == len(top) - 1
+                    logic = (logic - term) if negative else (logic + term)
+                partials.append(stage("partial_top", logic, signed(31 + len(top) + 1)))
+                weights.append(MULTIPLIER_SLICE)
+        shift_1 = stage("shift_1_", shift)
+
+        # -- sum ----------------------------------------------------------------------------
+        total = partials[0] << weights[0]
+        for p, w in zip(partials[1:], weights[1:]):
+            total = total + (p << w)
+        s = stage("product", total, signed(self._s_bits))
+        shift_2 = stage("shift_2_", shift_1)
+
+        # -- high ---------------------------------------------------------------------------
+        if self.rounding == "double":
+            high = stage("high", ((s >> 30) + 1) >> 1)
+            exponent = stage("exponent", Mux(shift_2 < 0, -shift_2, 0)[:5], unsigned(5))
+        else:
+            # floor((s + 2^(T-1)) / 2^T) = ((s >> (T-1)) + 1) >> 1, T = 31 - shift in 1..62
+            top = _select(shift_2, [31 - t for t in self._totals], lambda v: s >> (30 - v),
+                          lambda sh: s >> (30 - sh)[:6])
+            high = stage("high", (top + 1) >> 1)
+            exponent = None
+
+        # -- shift --------------------------------------------------------------------------
+        if self.rounding == "double":
+            quotient = stage("quotient", _select(exponent, self._exponents, lambda e: high >> e,
+                                                 lambda e: high >> e), high.shape())
+            selected = len(self._exponents) <= MAX_SELECTED_SHIFTS
+            rem_bits = max(max(self._exponents), 1) if selected else 32
+            remainder = stage("remainder", _select(exponent, self._exponents,
+                                                   lambda e: high[:e] if e else Const(0, 1),
+                                                   lambda e: (high & ((Const(1, 33) << e) - 1))[:32]),
+                              unsigned(rem_bits))
+            negative = stage("negative", high < 0)
+            exponent_3 = stage("exponent_3_", exponent)
+        else:
+            quotient = stage("quotient", high)
+
+        # -- round --------------------------------------------------------------------------
+        if self.rounding == "double":
+            # RoundingDivideByPOT: up when the remainder exceeds (2^e - 1) >> 1 plus the sign
+            half = _select(exponent_3, self._exponents, lambda e: Const(((1 << e) - 1) >> 1, rem_bits),
+                           lambda e: (((Const(1, 33) << e) - 1) >> 1)[:31])
+            rounded = quotient + (remainder > half + negative)
+        else:
+            rounded = quotient
+        with m.If(en):
+            m.d.sync += self.y[lane].eq(rounded[:self.y_bits])
 
 
 class Requantizer(wiring.Component):
@@ -147,8 +306,8 @@ class Requantizer(wiring.Component):
     for channel ``c = beat_in_pixel * lanes + lane``; the beat in the pixel is counted
     from the frame's ``first`` flag. Full throughput, ``latency`` cycles.
 
-    Ports: ``i`` — :func:`acc_layout` beats; ``o`` — :func:`~convgen.hdl.beats.beat_layout`
-    beats of ``bits`` bits.
+    Ports: ``i`` — :func:`acc_layout` beats of ``acc_bits`` (from ``acc_range``);
+    ``o`` — :func:`~convgen.hdl.beats.beat_layout` beats of ``bits`` bits.
     """
 
     def __init__(self, *, lanes, channels, acc_range, multipliers, shifts, zero_point,
@@ -163,12 +322,19 @@ class Requantizer(wiring.Component):
         if not qmin <= act_min <= act_max <= qmax:
             raise ValueError(f"activation range [{act_min}, {act_max}] must lie within "
                              f"[{qmin}, {qmax}] and not be empty")
+        lo, hi = (int(v) for v in acc_range)
+        if lo < arith.INT32_MIN or hi > arith.INT32_MAX:
+            raise ValueError(f"acc_range must lie within int32, not {acc_range}")
         self.lanes, self.channels, self.bits = lanes, channels, bits
         self.zero_point, self.act_min, self.act_max = zero_point, act_min, act_max
         self._multipliers, self._shifts = multipliers, shifts
-        self._multiply = QuantizedMultiply(lanes, acc_range, multipliers, shifts, rounding)
+        self.acc_bits = _signed_bits(lo, hi)
+        #: The accumulator is saturated to this range before the multiply (same outputs).
+        self.saturation = saturation_range((lo, hi), multipliers, shifts, zero_point, act_min, act_max,
+                                           rounding)
+        self._multiply = QuantizedMultiply(lanes, self.saturation, multipliers, shifts, rounding)
         super().__init__({
-            "i": In(stream.Signature(acc_layout(self._multiply.x_bits, lanes))),
+            "i": In(stream.Signature(acc_layout(self.acc_bits, lanes))),
             "o": Out(stream.Signature(beat_layout(bits, lanes))),
         })
 
@@ -181,8 +347,8 @@ class Requantizer(wiring.Component):
                    zero_point=stage.output.zero_point, act_min=act_min, act_max=act_max,
                    bits=stage.output.bits, rounding=stage.rounding)
 
-    #: Named stages: operands (accumulators registered, parameters read), the
-    #: QuantizedMultiply stages, clamp (zero point added, clamped, narrowed).
+    #: Named stages: operands (accumulators saturated and registered, parameters read),
+    #: the QuantizedMultiply stages, clamp (zero point added, clamped, narrowed).
     stages = ("operands", *QuantizedMultiply.stages, "clamp")
     latency = len(stages)
 
@@ -192,8 +358,10 @@ class Requantizer(wiring.Component):
         return self._multiply.power_of_two
 
     @property
-    def acc_bits(self) -> int:
-        return self._multiply.x_bits
+    def dsp_operand_bits(self) -> int:
+        """Width of the accumulator side of each DSP partial product, signed or (when the
+        saturated accumulator is never negative) unsigned; 0 when none is built."""
+        return self._multiply.dsp_operand_bits
 
     def elaborate(self, platform):
         m = Module()
@@ -225,18 +393,27 @@ class Requantizer(wiring.Component):
         m.submodules.params = rom = Memory(shape=row, depth=groups, init=init)
         port = rom.read_port()
         m.d.comb += [port.addr.eq(index), port.en.eq(en)]
+        sat_lo, sat_hi = self.saturation
+        acc_lo, acc_hi = arith.int_range(self.acc_bits)
         for lane in range(lanes):
+            acc = saturated = self.i.payload.data[lane]
+            if sat_hi < acc_hi:
+                saturated = Mux(saturated > sat_hi, sat_hi, saturated)
+            if sat_lo > acc_lo:
+                saturated = Mux(saturated < sat_lo, sat_lo, saturated)
             with m.If(en):
-                m.d.sync += mult.x[lane].eq(self.i.payload.data[lane])
+                m.d.sync += mult.x[lane].eq(saturated)
             m.d.comb += [mult.m[lane].eq(port.data[lane].m), mult.shift[lane].eq(port.data[lane].shift)]
 
         # -- clamp: + zero point, clamp, narrow -------------------------------------------------
+        zp_bits = _signed_bits(self.zero_point, self.zero_point)
         for lane in range(lanes):
-            biased = (mult.y[lane] + self.zero_point)[:32].as_signed()    # int32 add, as TFLite
+            biased = mult.y[lane] + self.zero_point
+            if max(mult.y_bits, zp_bits) + 1 > 32:
+                biased = biased[:32].as_signed()        # int32 add, wrapping as TFLite's C++
             clamped = Mux(biased < self.act_min, self.act_min, Mux(biased > self.act_max, self.act_max, biased))
             with m.If(en):
                 m.d.sync += self.o.payload.data[lane].eq(clamped)
         m.d.comb += [self.o.valid.eq(valid[-1]),
                      self.o.payload.first.eq(flags[-1][0]), self.o.payload.last.eq(flags[-1][1])]
         return m
-

@@ -1,12 +1,19 @@
 """Residual add: TFLite's int8 ADD of the skip tensor and the main path, beat by beat.
 
-Stages (one enable; ``latency`` is their count):
+``out = clamp(MBQM(MBQM((a + a_offset) << left, ma, sa) + MBQM((b + b_offset) << left, mb, sb),
+mo, so) + out_zero_point, act_min, act_max)`` (:class:`~convgen.sim.arith.AddParams`).
 
-* *shift*: ``(x + offset) << left_shift`` for both operands;
-* the three :class:`~convgen.hdl.requant.QuantizedMultiply` stages, per operand, with
-  that operand's constant multiplier and shift;
-* *sum*: the two scaled operands added (int32);
-* the three stages again with the output multiplier;
+Each operand's scaling depends on its value only, so for inputs of up to
+:data:`TABLE_BITS` bits it is a table of the ``2^bits`` results (computed by the golden
+arithmetic, so exact by construction) read in one stage: no multiplier. Wider inputs
+go through :class:`~convgen.hdl.requant.QuantizedMultiply`. Stages (one enable;
+``latency`` is their count):
+
+* *lookup* (or *shift* and the five ``in_*`` multiply stages): both scaled operands;
+* *sum*: their sum;
+* *saturate*: the sum saturated to the range outside which the output clamps anyway
+  (:func:`~convgen.hdl.requant.saturation_range`), so the output multiply is narrow;
+* the five :class:`~convgen.hdl.requant.QuantizedMultiply` stages with the output multiplier;
 * *clamp*: ``+ output zero point``, clamped to the activation range, narrowed.
 
 The two inputs are joined: a transfer takes one beat from each, in the same cycle.
@@ -16,15 +23,21 @@ main path's schedule (:mod:`convgen.hdl.engine`).
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+import numpy as np
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..sim import arith
 from .beats import beat_layout
-from .requant import QuantizedMultiply
+from .mac import signed_bits
+from .requant import QuantizedMultiply, saturation_range
 
-__all__ = ["ResidualAdd"]
+__all__ = ["ResidualAdd", "TABLE_BITS"]
+
+#: Inputs up to this width are scaled by table lookup (2^bits entries per operand).
+TABLE_BITS = 8
 
 
 class ResidualAdd(wiring.Component):
@@ -35,13 +48,30 @@ class ResidualAdd(wiring.Component):
 
     def __init__(self, *, params: arith.AddParams, bits: int, lanes: int):
         self.params, self.bits, self.lanes = params, bits, lanes
-        qmin, qmax = arith.int_range(bits)
         p = params
-        span = lambda off: ((qmin + off) << p.left_shift, (qmax + off) << p.left_shift)  # noqa: E731
-        self._scale_a = QuantizedMultiply(lanes, span(p.a_offset), [p.a_multiplier], [p.a_shift], p.rounding)
-        self._scale_b = QuantizedMultiply(lanes, span(p.b_offset), [p.b_multiplier], [p.b_shift], p.rounding)
-        self._scale_out = QuantizedMultiply(lanes, (arith.INT32_MIN, arith.INT32_MAX),
-                                            [p.out_multiplier], [p.out_shift], p.rounding)
+        qmin, qmax = arith.int_range(bits)
+        self.lookup = bits <= TABLE_BITS
+        if self.lookup:
+            codes = np.arange(1 << bits, dtype=np.int64)
+            values = np.where(codes > qmax, codes - (1 << bits), codes)        # two's complement
+            self._table_a = arith.multiply_by_quantized_multiplier((values + p.a_offset) << p.left_shift,
+                                                                   p.a_multiplier, p.a_shift, p.rounding)
+            self._table_b = arith.multiply_by_quantized_multiplier((values + p.b_offset) << p.left_shift,
+                                                                   p.b_multiplier, p.b_shift, p.rounding)
+            a_range = (int(self._table_a.min()), int(self._table_a.max()))
+            b_range = (int(self._table_b.min()), int(self._table_b.max()))
+        else:
+            span = lambda off: ((qmin + off) << p.left_shift, (qmax + off) << p.left_shift)  # noqa: E731
+            self._scale_a = QuantizedMultiply(lanes, span(p.a_offset), [p.a_multiplier], [p.a_shift], p.rounding)
+            self._scale_b = QuantizedMultiply(lanes, span(p.b_offset), [p.b_multiplier], [p.b_shift], p.rounding)
+            a_range = b_range = (arith.INT32_MIN, arith.INT32_MAX)
+        self._sum_range = (max(a_range[0] + b_range[0], arith.INT32_MIN),
+                           min(a_range[1] + b_range[1], arith.INT32_MAX))
+        #: The sum is saturated to this range before the output multiply (same outputs).
+        self.saturation = saturation_range(self._sum_range, [p.out_multiplier], [p.out_shift],
+                                           p.out_zero_point, p.act_min, p.act_max, p.rounding)
+        self._scale_out = QuantizedMultiply(lanes, self.saturation, [p.out_multiplier], [p.out_shift],
+                                            p.rounding)
         super().__init__({
             "skip": In(stream.Signature(beat_layout(bits, lanes))),
             "i": In(stream.Signature(beat_layout(bits, lanes))),
@@ -55,17 +85,21 @@ class ResidualAdd(wiring.Component):
     @property
     def stages(self):
         q = QuantizedMultiply.stages
-        return ("shift", *(f"in_{s}" for s in q), "sum", *(f"out_{s}" for s in q), "clamp")
+        scale = ("lookup",) if self.lookup else ("shift", *(f"in_{s}" for s in q))
+        return (*scale, "sum", "saturate", *(f"out_{s}" for s in q), "clamp")
 
     @property
     def latency(self) -> int:
         return len(self.stages)
 
+    @property
+    def multipliers(self) -> int:
+        """Multipliers built per lane (operand scalings by table need none)."""
+        return (0 if self.lookup else 2) + (0 if self._scale_out.power_of_two else 1)
+
     def elaborate(self, platform):
         m = Module()
         p, L = self.params, self.lanes
-        m.submodules.scale_a = qa = self._scale_a
-        m.submodules.scale_b = qb = self._scale_b
         m.submodules.scale_out = qo = self._scale_out
 
         en = Signal()
@@ -74,7 +108,7 @@ class ResidualAdd(wiring.Component):
             en.eq(~self.o.valid | self.o.ready),
             take.eq(en & self.skip.valid & self.i.valid),
             self.skip.ready.eq(take), self.i.ready.eq(take),
-            qa.en.eq(en), qb.en.eq(en), qo.en.eq(en),
+            qo.en.eq(en),
         ]
         depth = self.latency
         valid = Signal(depth)
@@ -85,24 +119,55 @@ class ResidualAdd(wiring.Component):
             for k in range(1, depth):
                 m.d.sync += flags[k].eq(flags[k - 1])
 
+        # lookup (or shift + multiply): the two scaled operands
+        scaled_a, scaled_b = self._scaled_operands(m, en)
+        sum_bits = signed_bits(*self._sum_range)
+        sat_lo, sat_hi = self.saturation
         for lane in range(L):
-            # shift
+            # sum (exact: the operands' ranges bound it within int32)
+            total = Signal(signed(sum_bits), name=f"sum{lane}")
             with m.If(en):
-                m.d.sync += [
-                    qa.x[lane].eq((self.skip.payload.data[lane] + p.a_offset) << p.left_shift),
-                    qb.x[lane].eq((self.i.payload.data[lane] + p.b_offset) << p.left_shift),
-                ]
-            m.d.comb += [qa.m[lane].eq(p.a_multiplier), qa.shift[lane].eq(p.a_shift),
-                         qb.m[lane].eq(p.b_multiplier), qb.shift[lane].eq(p.b_shift),
-                         qo.m[lane].eq(p.out_multiplier), qo.shift[lane].eq(p.out_shift)]
-            # sum (int32, as TFLite)
+                m.d.sync += total.eq(scaled_a[lane] + scaled_b[lane])
+            # saturate
             with m.If(en):
-                m.d.sync += qo.x[lane].eq((qa.y[lane] + qb.y[lane])[:32])
+                m.d.sync += qo.x[lane].eq(Mux(total > sat_hi, sat_hi, Mux(total < sat_lo, sat_lo, total)))
+            m.d.comb += [qo.m[lane].eq(p.out_multiplier), qo.shift[lane].eq(p.out_shift)]
             # clamp
-            biased = (qo.y[lane] + p.out_zero_point)[:32].as_signed()    # int32 add, as TFLite
+            biased = qo.y[lane] + p.out_zero_point
+            if qo.y_bits + 1 >= 32:
+                biased = biased[:32].as_signed()                     # int32 add, as TFLite
             clamped = Mux(biased < p.act_min, p.act_min, Mux(biased > p.act_max, p.act_max, biased))
             with m.If(en):
                 m.d.sync += self.o.payload.data[lane].eq(clamped)
         m.d.comb += [self.o.valid.eq(valid[-1]), self.o.payload.first.eq(flags[-1][0]),
                      self.o.payload.last.eq(flags[-1][1])]
         return m
+
+    def _scaled_operands(self, m, en):
+        """Per lane, the two scaled operands (valid in the stage before *sum*)."""
+        p, L = self.params, self.lanes
+        if self.lookup:
+            scaled = []
+            for name, table, port in (("a", self._table_a, self.skip), ("b", self._table_b, self.i)):
+                shape = signed(signed_bits(int(table.min()), int(table.max())))
+                memory = Memory(shape=shape, depth=len(table), init=[int(v) for v in table])
+                m.submodules[f"table_{name}"] = memory
+                lanes = []
+                for lane in range(L):
+                    read = memory.read_port()
+                    m.d.comb += [read.addr.eq(port.payload.data[lane].as_unsigned()), read.en.eq(en)]
+                    lanes.append(read.data)
+                scaled.append(lanes)
+            return scaled
+        m.submodules.scale_a = qa = self._scale_a
+        m.submodules.scale_b = qb = self._scale_b
+        m.d.comb += [qa.en.eq(en), qb.en.eq(en)]
+        for lane in range(L):
+            with m.If(en):
+                m.d.sync += [
+                    qa.x[lane].eq((self.skip.payload.data[lane] + p.a_offset) << p.left_shift),
+                    qb.x[lane].eq((self.i.payload.data[lane] + p.b_offset) << p.left_shift),
+                ]
+            m.d.comb += [qa.m[lane].eq(p.a_multiplier), qa.shift[lane].eq(p.a_shift),
+                         qb.m[lane].eq(p.b_multiplier), qb.shift[lane].eq(p.b_shift)]
+        return qa.y, qb.y

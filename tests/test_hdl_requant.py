@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import gc
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 from amaranth.hdl import Fragment, UnusedElaboratable
 from amaranth.sim import Simulator
 
-from convgen.hdl.requant import QuantizedMultiply, Requantizer
-from convgen.loader import config_from_dict
+from convgen.hdl.requant import QuantizedMultiply, Requantizer, saturation_range
+from convgen.loader import config_from_dict, load_config
 from convgen.sim import arith, bench
 from convgen.sim.bench import protocol_monitor
 
@@ -208,8 +209,8 @@ def test_quantized_multiply_refusals():
 
 
 def test_quantized_multiply_stages():
-    assert QuantizedMultiply.stages == ("multiply", "high", "round")
-    assert QuantizedMultiply.latency == len(QuantizedMultiply.stages) == 3
+    assert QuantizedMultiply.stages == ("multiply", "sum", "high", "shift", "round")
+    assert QuantizedMultiply.latency == len(QuantizedMultiply.stages) == 5
 
 
 # -- Requantizer at 32 bits: the whole MBQM result ----------------------------------------------
@@ -374,8 +375,8 @@ def test_requantizer_throughput():
 def test_requantizer_stages():
     dut = full_requantizer(2, 1, [1 << 30, M_MAX], [0, 0], "double")
     Fragment.get(dut, None)
-    assert dut.stages == ("operands", "multiply", "high", "round", "clamp")
-    assert dut.latency == len(dut.stages) == 5
+    assert dut.stages == ("operands", "multiply", "sum", "high", "shift", "round", "clamp")
+    assert dut.latency == len(dut.stages) == 7
 
 
 def test_requantizer_refusals():
@@ -395,5 +396,57 @@ def test_requantizer_refusals():
             lambda: Requantizer(**{**ok, "act_min": 10, "act_max": 9}))
     refused(ValueError, "rounding must be one of double, single",
             lambda: Requantizer(**{**ok, "rounding": "nearest"}))
-    refused(ValueError, "x_range must lie within int32",
+    refused(ValueError, r"acc_range must lie within int32, not \(0, 2147483648\)",
             lambda: Requantizer(**{**ok, "acc_range": (0, 1 << 31)}))
+
+
+# -- saturation: the accumulator narrowed to where the output is not clamped anyway -----------
+
+@pytest.mark.parametrize("activation", ["none", "relu", "relu6"])
+@pytest.mark.parametrize("rounding", arith.ROUNDINGS)
+def test_saturation_range_exact_and_tight(activation, rounding):
+    """Over every accumulator value of a configured stage, saturating to the range gives the
+    same outputs in every channel; one value less on either side would not."""
+    stage = depthwise_stage(90 + len(activation), activation=activation, rounding=rounding)
+    lo, hi = stage.accumulator_range
+    act_min, act_max = stage.activation_range
+    zp = stage.output.zero_point
+    s_lo, s_hi = saturation_range((lo, hi), stage.multiplier, stage.shift, zp, act_min, act_max, rounding)
+    assert lo <= s_lo <= s_hi <= hi
+    acc = np.arange(lo, hi + 1, dtype=np.int64)[:, None]
+
+    def out(x):
+        return arith.requantize(x, stage.multiplier, stage.shift, zp, act_min, act_max, rounding)
+
+    np.testing.assert_array_equal(out(np.clip(acc, s_lo, s_hi)), out(acc))
+    if s_hi < hi:        # tight: saturating one lower changes some output
+        assert np.any(out(np.clip(acc, s_lo, s_hi - 1)) != out(acc))
+    if s_lo > lo:
+        assert np.any(out(np.clip(acc, s_lo + 1, s_hi)) != out(acc))
+    if activation != "none":      # everything below the zero point's preimage clamps to it
+        assert s_lo > lo
+
+
+def test_saturation_range_unchanged_when_wrapping():
+    """Where the int32 zero-point add (or the left shift) can wrap, the output is not monotonic
+    in the accumulator: no narrowing."""
+    m, s = [M_MAX], [0]
+    assert saturation_range(I32, m, s, 100, -128, 127) == I32          # MBQM(INT32_MAX) + 100 wraps
+    assert saturation_range((-(1 << 20), 1 << 20), m, [12], 0, -128, 127) == (-(1 << 20), 1 << 20)
+    # m = 2^31 - 1, shift 0 is the identity on small values: 127 is the first to reach act_max
+    assert saturation_range((-(1 << 20), 1 << 20), m, [0], 0, -128, 127) == (-128, 127)
+
+
+def test_requantizer_operand_fits_one_dsp_width():
+    """The saturated operand of every example stage fits an 18-bit signed DSP input (or keeps
+    17 bits there and the top bits in logic): each partial product is one 18x18 multiplier."""
+    for path in sorted(Path(__file__).parent.parent.joinpath("examples").glob("*.toml")):
+        for stage in load_config(path).stages:
+            if stage.kind in ("pointwise", "depthwise"):
+                dut = Requantizer.for_stage(stage, 1)
+                Fragment.get(dut, None)
+                if stage.requant_is_power_of_two:
+                    assert dut.dsp_operand_bits == 0
+                    continue
+                assert 0 < dut.dsp_operand_bits <= 18, (path.name, stage.name, dut.saturation)
+                assert dut.saturation[1] - dut.saturation[0] < np.subtract(*stage.accumulator_range[::-1])

@@ -225,9 +225,16 @@ def test_residual_throughput():
 def test_residual_stages():
     dut = ResidualAdd.for_stage(add_stage())
     Fragment.get(dut, None)
-    assert dut.stages == ("shift", "in_multiply", "in_high", "in_round", "sum",
-                          "out_multiply", "out_high", "out_round", "clamp")
+    q = QuantizedMultiply.stages
+    assert dut.lookup and dut.multipliers == 1         # int8 operands: scaled by table lookup
+    assert dut.stages == ("lookup", "sum", "saturate", *(f"out_{s}" for s in q), "clamp")
     assert dut.latency == len(dut.stages) == 9
+    wide = ResidualAdd.for_stage(add_stage(bits=10))
+    Fragment.get(wide, None)
+    assert not wide.lookup and wide.multipliers == 3
+    assert wide.stages == ("shift", *(f"in_{s}" for s in q), "sum", "saturate",
+                           *(f"out_{s}" for s in q), "clamp")
+    assert wide.latency == len(wide.stages) == 14
 
 
 def refused(exc, match, build):
