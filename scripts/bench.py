@@ -133,7 +133,8 @@ def resolve_examples(items=None) -> list[Path]:
         path = Path(item)
         if item.endswith(".toml") or os.sep in item:
             if not path.is_file():
-                raise ValueError(f"--examples: config file {item!r} does not exist")
+                what = "is not a file" if path.exists() else "does not exist"
+                raise ValueError(f"--examples: config file {item!r} {what}")
         else:
             path = EXAMPLES_DIR / f"{item}.toml"
             if not path.is_file():
@@ -811,8 +812,9 @@ def run(args) -> int:
         print(f"bench: {item['label']} not derived: {item['reason']}", flush=True)
     if not variants:
         raise ValueError(f"--scales {args.scales}: no variant can be derived from the examples given")
-    print(f"bench: {len(variants)} variant(s) x ({'' if args.no_sim else 'sim'}"
-          f"{'' if args.no_sim or not targets else ' + '}{', '.join(targets)}) -> {args.output}", flush=True)
+    steps = ([] if args.no_sim else ["sim"]) + [f"synth {t}" for t in targets]
+    print(f"bench: {len(variants)} variant(s) of {len(paths)} example(s); per variant: "
+          f"{', '.join(steps) or 'the cost model only'}; output {args.output}", flush=True)
     try:
         results = run_sweep(variants, args.output, targets=targets, frames=args.frames,
                             sim=not args.no_sim, synth=not args.no_synth, resume=args.resume,

@@ -151,6 +151,9 @@ def test_bad_values_in_python():
         bench.run_sweep([], "unused", frames=0)
     with pytest.raises(ValueError, match=r"^scale must be a positive number, not -1$"):
         bench.derive_variant(bench.load_example(TINY), -1)
+    assert bench.resolve_examples(["dws_layer", str(TINY), "dws_layer"]) == [bench.EXAMPLES_DIR / "dws_layer.toml", TINY]
+    with pytest.raises(ValueError, match=r"^--examples: config file '.*data' is not a file$"):
+        bench.resolve_examples([str(DATA.parent)])
     assert bench.parse_scales("2, 1,2") == (2.0, 1.0)
     assert bench.parse_targets("ecp5-85k,up5k") == ("ecp5-85k", "up5k")
 
