@@ -19,7 +19,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .beats import beat_layout
-from .mac import GroupCounter, adder_tree, adder_tree_stages, group_rom, signed_bits
+from .mac import MULTIPLY_STAGES, GroupCounter, adder_tree, adder_tree_stages, group_rom, product, signed_bits
 from .requant import Requantizer, acc_layout
 from .window import WindowGenerator, window_layout
 
@@ -42,7 +42,8 @@ class DepthwiseMAC(wiring.Component):
     Ports: ``i`` — window beats; ``o`` — accumulator beats ``lanes x signed(acc_bits)``.
     """
 
-    def __init__(self, *, weights, bias, input_offset, lanes, bits, weight_bits, acc_range):
+    def __init__(self, *, weights, bias, input_offset, lanes, bits, weight_bits, acc_range,
+                 multipliers="dsp"):
         weights, bias = np.asarray(weights, dtype=np.int64), np.asarray(bias, dtype=np.int64)
         k, k2, channels = weights.shape
         if k != k2 or bias.shape != (channels,) or channels % lanes:
@@ -51,6 +52,9 @@ class DepthwiseMAC(wiring.Component):
         self.kernel, self.channels, self.lanes = k, channels, lanes
         self.bits, self.weight_bits, self.input_offset = bits, weight_bits, input_offset
         self._weights, self._bias = weights, bias
+        if multipliers not in MULTIPLY_STAGES:
+            raise ValueError(f"multipliers must be one of {', '.join(MULTIPLY_STAGES)}, not {multipliers!r}")
+        self.multiplier_kind = multipliers
         self.acc_bits = signed_bits(*acc_range)
         # Partial sums of the tree: every tap at its largest magnitude, plus the bias.
         x_max = (1 << bits) - 1 + 0      # |x + offset| <= 2^bits - 1
@@ -65,13 +69,15 @@ class DepthwiseMAC(wiring.Component):
     def for_stage(cls, stage):
         return cls(weights=stage.weights, bias=stage.bias, input_offset=stage.input_offset,
                    lanes=stage.lanes, bits=stage.input.bits, weight_bits=stage.weight_bits,
-                   acc_range=stage.accumulator_range)
+                   acc_range=stage.accumulator_range, multipliers=stage.multipliers)
 
     @property
     def stages(self):
-        """operands (taps + offset, weights read), multiply, then the adder tree's stages."""
+        """operands (taps + offset, weights read), multiply (two stages in logic), then the
+        adder tree's stages."""
         tree = adder_tree_stages(self.kernel ** 2 + 1)
-        return ("operands", "multiply", *(f"sum{k}" for k in range(tree)))
+        multiply = ("multiply",) if self.multiplier_kind == "dsp" else ("rows", "multiply")
+        return ("operands", *multiply, *(f"sum{k}" for k in range(tree)))
 
     @property
     def latency(self):
@@ -101,14 +107,14 @@ class DepthwiseMAC(wiring.Component):
                     m.d.sync += taps[t][l].eq(self.i.payload.data[t][l] + self.input_offset)
 
         # multiply: K^2 x lanes products and the bias, registered.
-        product_bits = self.bits + 1 + self.weight_bits
-        products = [[Signal(signed(product_bits), name=f"p{t}_{l}") for t in range(K2)] for l in range(L)]
-        bias = [Signal(signed(32), name=f"bias{l}") for l in range(L)]
-        with m.If(en):
-            for l in range(L):
-                m.d.sync += bias[l].eq(params.bias[l])
-                for t in range(K2):
-                    m.d.sync += products[l][t].eq(taps[t][l] * params.w[t][l])
+        products = [[product(m, en, taps[t][l], params.w[t][l], kind=self.multiplier_kind, name=f"p{t}_{l}")
+                     for t in range(K2)] for l in range(L)]
+        bias = [params.bias[l] for l in range(L)]
+        for _ in range(MULTIPLY_STAGES[self.multiplier_kind]):
+            delayed = [Signal(signed(32), name=f"bias{l}") for l in range(L)]
+            with m.If(en):
+                m.d.sync += [d.eq(b) for d, b in zip(delayed, bias)]
+            bias = delayed
 
         # adder tree per lane.
         sums = []
@@ -120,7 +126,7 @@ class DepthwiseMAC(wiring.Component):
             m.d.comb += self.o.payload.data[l].eq(sums[l])
 
         # valid and flags travel with the data.
-        depth = 2 + tree_stages
+        depth = 1 + MULTIPLY_STAGES[self.multiplier_kind] + tree_stages
         valid = Signal(depth)
         flags = [Signal(2, name=f"flags{k}") for k in range(depth)]
         with m.If(en):

@@ -5,7 +5,11 @@ from __future__ import annotations
 from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib.memory import Memory
 
-__all__ = ["signed_bits", "adder_tree", "GroupCounter", "group_rom"]
+__all__ = ["signed_bits", "adder_tree", "GroupCounter", "group_rom", "MULTIPLY_STAGES", "product"]
+
+#: Register stages of one multiply: a DSP product is registered once; a logic product
+#: registers the pairwise sums of its shifted rows, then their total.
+MULTIPLY_STAGES = {"dsp": 1, "logic": 2}
 
 
 def signed_bits(lo: int, hi: int) -> int:
@@ -37,6 +41,42 @@ def adder_tree(m: Module, en, values, *, width: int, levels_per_stage: int = 2, 
             nxt, stages = regs, stages + 1
         level = nxt
     return level[0], stages
+
+
+def product(m: Module, en, a, w, *, kind: str, name: str):
+    """``a * w`` (both signed) registered ``MULTIPLY_STAGES[kind]`` enabled cycles later.
+
+    ``"dsp"``: one ``*``, which yosys maps to a DSP block. ``"logic"``: shift-and-add of
+    the rows ``a * w[k] * 2^k`` (the top row subtracted: two's complement), added in pairs,
+    registered, then summed and registered; no ``*``, so no DSP. Returns the product as a
+    ``signed(len(a) + len(w))`` signal.
+    """
+    width = len(a) + len(w)
+    out = Signal(signed(width), name=name)
+    if kind == "dsp":
+        with m.If(en):
+            m.d.sync += out.eq(a * w)
+        return out
+    if kind != "logic":
+        raise ValueError(f"multipliers must be one of {', '.join(MULTIPLY_STAGES)}, not {kind!r}")
+    rows = [Mux(w[k], a << k, 0) for k in range(len(w))]
+    pairs = []
+    for k in range(0, len(rows), 2):
+        last = k + 1 == len(rows) - 1
+        if k + 1 >= len(rows):                       # odd count: the top row alone, negated
+            value = -rows[k]
+        else:
+            value = rows[k] - rows[k + 1] if last else rows[k] + rows[k + 1]
+        pair = Signal(signed(width), name=f"{name}_pair{k // 2}")
+        with m.If(en):
+            m.d.sync += pair.eq(value)
+        pairs.append(pair)
+    total = pairs[0]
+    for pair in pairs[1:]:
+        total = total + pair
+    with m.If(en):
+        m.d.sync += out.eq(total)
+    return out
 
 
 def adder_tree_stages(count: int, levels_per_stage: int = 2) -> int:

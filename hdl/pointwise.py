@@ -21,8 +21,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .beats import beat_layout
-from .mac import adder_tree, adder_tree_stages, group_rom, signed_bits
+from .mac import MULTIPLY_STAGES, adder_tree, adder_tree_stages, group_rom, product, signed_bits
 from .requant import Requantizer, acc_layout
+from .schedule import requant_share, shared_requant_delay
+from .width import Gather, Split
 
 __all__ = ["PointwiseMAC", "PointwiseUnit"]
 
@@ -41,7 +43,8 @@ class PointwiseMAC(wiring.Component):
     channels, ``C_out / pe`` per pixel, in channel order.
     """
 
-    def __init__(self, *, weights, bias, groups, pe, simd, bits, weight_bits, input_offset, acc_range):
+    def __init__(self, *, weights, bias, groups, pe, simd, bits, weight_bits, input_offset, acc_range,
+                 multipliers="dsp"):
         weights, bias = np.asarray(weights, dtype=np.int64), np.asarray(bias, dtype=np.int64)
         c_out, group_in = weights.shape
         c_in = group_in * groups
@@ -52,6 +55,9 @@ class PointwiseMAC(wiring.Component):
                              f"pe {pe}, simd {simd} (see convgen.config.Pointwise)")
         self.c_in, self.c_out, self.groups, self.pe, self.simd = c_in, c_out, groups, pe, simd
         self.bits, self.weight_bits, self.input_offset = bits, weight_bits, input_offset
+        if multipliers not in MULTIPLY_STAGES:
+            raise ValueError(f"multipliers must be one of {', '.join(MULTIPLY_STAGES)}, not {multipliers!r}")
+        self.multiplier_kind = multipliers
         self._weights, self._bias = weights, bias
         self.acc_bits = signed_bits(*acc_range)
         worst = int(np.abs(weights).sum(axis=1).max()) * ((1 << bits) - 1) + int(np.abs(bias).max())
@@ -65,7 +71,8 @@ class PointwiseMAC(wiring.Component):
     def for_stage(cls, stage):
         return cls(weights=stage.weights, bias=stage.bias, groups=stage.groups, pe=stage.pe,
                    simd=stage.simd, bits=stage.input.bits, weight_bits=stage.weight_bits,
-                   input_offset=stage.input_offset, acc_range=stage.accumulator_range)
+                   input_offset=stage.input_offset, acc_range=stage.accumulator_range,
+                   multipliers=stage.multipliers)
 
     @property
     def batches(self) -> int:
@@ -88,8 +95,9 @@ class PointwiseMAC(wiring.Component):
 
     @property
     def stages(self):
-        """operands (chunk + weights), multiply, the adder tree, accumulate."""
-        return ("operands", "multiply", *(f"sum{k}" for k in range(adder_tree_stages(self.simd))),
+        """operands (chunk + weights), multiply (two stages in logic), the adder tree, accumulate."""
+        multiply = ("multiply",) if self.multiplier_kind == "dsp" else ("rows", "multiply")
+        return ("operands", *multiply, *(f"sum{k}" for k in range(adder_tree_stages(self.simd))),
                 "accumulate")
 
     @property
@@ -122,7 +130,7 @@ class PointwiseMAC(wiring.Component):
         m = Module()
         P, S, T = self.pe, self.simd, self.operations
         n_chunks = self.c_in // S                  # beats per pixel = chunks of the whole pixel
-        element = signed(self.bits)
+        element = signed(self.bits + 1)            # x + input_offset, added as the pixel loads
         chunk_layout = data.ArrayLayout(element, S)
         pixel_layout = data.ArrayLayout(chunk_layout, n_chunks)
 
@@ -140,7 +148,8 @@ class PointwiseMAC(wiring.Component):
             with m.Switch(slot):
                 for k in range(n_chunks):
                     with m.Case(k):
-                        m.d.sync += load[k].eq(self.i.payload.data)
+                        m.d.sync += [load[k][e].eq(self.i.payload.data[e] + self.input_offset)
+                                     for e in range(S)]
             with m.If(slot == 0):
                 m.d.sync += load_first.eq(self.i.payload.first)
             with m.If(slot == n_chunks - 1):
@@ -195,14 +204,14 @@ class PointwiseMAC(wiring.Component):
                 m.d.sync += ctl[s].eq(ctl[s - 1])
 
         # -- multiply: P x S products; the biases move along ----------------------------------
-        product_bits = self.bits + 1 + self.weight_bits
-        products = [[Signal(signed(product_bits), name=f"p{k}_{s}") for s in range(S)] for k in range(P)]
-        bias = [Signal(signed(32), name=f"bias{k}") for k in range(P)]
-        with m.If(en):
-            for k in range(P):
-                m.d.sync += bias[k].eq(params.bias[k])
-                for s in range(S):
-                    m.d.sync += products[k][s].eq((operands[k][s] + self.input_offset) * params.w[k][s])
+        products = [[product(m, en, operands[k][s], params.w[k][s], kind=self.multiplier_kind, name=f"p{k}_{s}")
+                     for s in range(S)] for k in range(P)]
+        bias = [params.bias[k] for k in range(P)]
+        for _ in range(MULTIPLY_STAGES[self.multiplier_kind]):
+            delayed = [Signal(signed(32), name=f"bias{k}") for k in range(P)]
+            with m.If(en):
+                m.d.sync += [d.eq(b) for d, b in zip(delayed, bias)]
+            bias = delayed
 
         # -- adder tree over the SIMD products (bias delayed alongside) ------------------------
         sums, tree_stages = [], 0
@@ -238,7 +247,14 @@ class PointwiseUnit(wiring.Component):
     def __init__(self, stage):
         self.stage = stage
         self.mac = PointwiseMAC.for_stage(stage)
-        self.requant = Requantizer.for_stage(stage, stage.pe)
+        #: Output beats per batch one requantizer lane serves (the array emits a batch of
+        #: ``pe`` every ``chunks`` cycles, so ``pe / share`` requantizer lanes keep up).
+        self.share = requant_share(stage.pe, self.mac.chunks)
+        lanes = stage.pe // self.share
+        self.requant = Requantizer.for_stage(stage, lanes)
+        if self.share > 1:
+            self._split = Split(bits=self.mac.acc_bits, lanes=lanes, factor=self.share)
+            self._gather = Gather(bits=stage.output.bits, lanes=lanes, factor=self.share)
         super().__init__({
             "i": In(stream.Signature(beat_layout(stage.input.bits, stage.simd))),
             "o": Out(stream.Signature(beat_layout(stage.output.bits, stage.pe))),
@@ -247,7 +263,7 @@ class PointwiseUnit(wiring.Component):
     @property
     def latency(self) -> int:
         """Cycles from a pixel's last operation issue to its last output beat."""
-        return self.mac.latency + self.requant.latency
+        return self.mac.latency + self.requant.latency + shared_requant_delay(self.share)
 
     @property
     def cycles_per_pixel(self) -> int:
@@ -258,6 +274,14 @@ class PointwiseUnit(wiring.Component):
         m.submodules.mac = self.mac
         m.submodules.requant = self.requant
         wiring.connect(m, wiring.flipped(self.i), self.mac.i)
-        wiring.connect(m, self.mac.o, self.requant.i)
-        wiring.connect(m, self.requant.o, wiring.flipped(self.o))
+        if self.share > 1:
+            m.submodules.split = self._split
+            m.submodules.gather = self._gather
+            wiring.connect(m, self.mac.o, self._split.i)
+            wiring.connect(m, self._split.o, self.requant.i)
+            wiring.connect(m, self.requant.o, self._gather.i)
+            wiring.connect(m, self._gather.o, wiring.flipped(self.o))
+        else:
+            wiring.connect(m, self.mac.o, self.requant.i)
+            wiring.connect(m, self.requant.o, wiring.flipped(self.o))
         return m

@@ -127,6 +127,21 @@ def pointwise_frame_cycles(pixels: int, c_in: int, c_out: int, groups: int, pe: 
     return beats + 1 + (pixels - 1) * period + operations + latency
 
 
+def requant_share(pe: int, chunks: int) -> int:
+    """Output beats of a pointwise array that one requantizer lane serves in turn.
+
+    The array emits a batch of ``pe`` accumulators every ``chunks`` cycles (or slower), so
+    a requantizer of ``pe / f`` lanes fed ``f`` beats per batch keeps up: ``f`` is the largest
+    divisor of ``pe`` not above ``chunks`` (1: no sharing)."""
+    return max(f for f in range(1, pe + 1) if pe % f == 0 and f <= max(chunks, 1))
+
+
+def shared_requant_delay(share: int) -> int:
+    """Cycles a shared requantizer adds to a batch's last beat: the split's register and its
+    ``share - 1`` further beats, and the gather's register (0 when not shared)."""
+    return share + 1 if share > 1 else 0
+
+
 def burst_backlog(schedule: WindowSchedule, period_in: int, period_out: int, held: int = 2) -> int:
     """Pixels a buffer behind a window stage must hold so that neither side waits.
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import Add, Depthwise, EngineConfig, Pointwise, Shuffle
-from .schedule import pointwise_cycles_per_pixel, window_schedule
+from .schedule import pointwise_cycles_per_pixel, requant_share, shared_requant_delay, window_schedule
 
 __all__ = ["SkipSizing", "skip_sizing", "skip_fifo_depth"]
 
@@ -68,6 +68,11 @@ def _adder_stages(count):
     return adder_tree_stages(count)
 
 
+def _multiply_stages(stage):
+    from .mac import MULTIPLY_STAGES
+    return MULTIPLY_STAGES[stage.multipliers]
+
+
 def _depthwise_times(stage: Depthwise, t_in: np.ndarray) -> np.ndarray:
     s = window_schedule(stage)
     groups = stage.input.channels // stage.lanes
@@ -77,7 +82,7 @@ def _depthwise_times(stage: Depthwise, t_in: np.ndarray) -> np.ndarray:
     fire[t_in.size:] = t_in[-1] + 1 + np.arange(slots - t_in.size)       # virtual slots
     emission = s.emission_slots.reshape(-1)
     beats = (emission[:, None] * groups + np.arange(groups)[None, :]).reshape(-1)
-    mac_latency = 2 + _adder_stages(stage.kernel ** 2 + 1)
+    mac_latency = 1 + _multiply_stages(stage) + _adder_stages(stage.kernel ** 2 + 1)
     return fire[beats] + WINDOW_LATENCY + mac_latency + REQUANT_LATENCY
 
 
@@ -100,9 +105,10 @@ def _pointwise_times(stage: Pointwise, t_in: np.ndarray) -> np.ndarray:
     chunks = c_in // g // stage.simd
     ops = batches * chunks
     swap = _buffered_pixels(t_in, beats_in, ops)
-    mac_stages = 3 + _adder_stages(stage.simd)             # operands, multiply, tree, accumulate
+    mac_stages = 2 + _multiply_stages(stage) + _adder_stages(stage.simd)   # operands, multiply, tree, accumulate
     last_op = (np.arange(batches) + 1) * chunks - 1        # op index of each batch's last chunk
-    out = swap[:, None] + 1 + last_op[None, :] + mac_stages + REQUANT_LATENCY
+    requant = REQUANT_LATENCY + shared_requant_delay(requant_share(stage.pe, chunks))
+    out = swap[:, None] + 1 + last_op[None, :] + mac_stages + requant
     return out.reshape(-1)
 
 

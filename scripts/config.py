@@ -34,6 +34,9 @@ __all__ = [
 ]
 
 ACTIVATIONS = ("none", "relu", "relu6")
+#: Where a convolution's MAC multipliers are built: DSP blocks (one per multiply) or logic
+#: (shift-and-add, no DSP; for devices with few DSPs such as the iCE40 UP5K's 8).
+MULTIPLIER_KINDS = ("dsp", "logic")
 PADDINGS = ("same", "valid")
 MIN_BITS, MAX_BITS = 2, 16
 MAX_KERNEL, MAX_STRIDE, MAX_DILATION = 7, 4, 4
@@ -226,11 +229,13 @@ class ConvStage(Stage):
     shift: np.ndarray
     weight_bits: int = 8
     rounding: str = "double"
+    multipliers: str = "dsp"
 
     def _validate(self):
         w = self.where
         check_choice(w, "activation", self.activation, ACTIVATIONS)
         check_choice(w, "rounding", self.rounding, arith.ROUNDINGS)
+        check_choice(w, "multipliers", self.multipliers, MULTIPLIER_KINDS)
         wb = check_int(w, "weight_bits", self.weight_bits, MIN_BITS, MAX_BITS)
         object.__setattr__(self, "weight_bits", wb)
         c_out = self.output.channels

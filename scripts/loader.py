@@ -29,9 +29,9 @@ _INPUT_KEYS = {"height", "width", "channels", "bits", "lanes", "zero_point", "sc
 _QUANT_KEYS = {"bits", "zero_point", "scale"}
 _STAGE_KEYS = {
     "pointwise": {"name", "kind", "out_channels", "groups", "activation", "pe", "simd",
-                  "weight_bits", "rounding"} | _QUANT_KEYS,
+                  "weight_bits", "rounding", "multipliers"} | _QUANT_KEYS,
     "depthwise": {"name", "kind", "kernel", "stride", "dilation", "padding", "activation", "lanes",
-                  "weight_bits", "rounding"} | _QUANT_KEYS,
+                  "weight_bits", "rounding", "multipliers"} | _QUANT_KEYS,
     "shuffle": {"name", "kind", "groups", "lanes"},
     "add": {"name", "kind", "skip", "activation", "lanes", "rounding"} | _QUANT_KEYS,
 }
@@ -296,7 +296,7 @@ def _build_stage(kind, name, where, st, upstream, tensors_by_name, lanes_out, pa
     arrays = params.conv(where, name, upstream, output, taps, weight_shape, weight_bits, rounding)
     cls = C.Pointwise if kind == "pointwise" else C.Depthwise
     return cls(**common, output=output, activation=activation, weight_bits=weight_bits,
-               rounding=rounding, **arrays, **extra)
+               rounding=rounding, multipliers=st.get("multipliers", "dsp"), **arrays, **extra)
 
 
 def tensor_arrays(config: C.EngineConfig) -> dict[str, np.ndarray]:

@@ -175,6 +175,8 @@ DEPTHWISE_REFUSALS = _rows(
      DW + r"activation must be one of none, relu, relu6, not 'sigmoid'$"),
     ("activation-bool", dict(activation=True), TypeError, r"activation must be a string.*not True$"),
     ("rounding-unknown", dict(rounding="up"), ValueError, DW + r"rounding must be one of double, single, not 'up'$"),
+    ("multipliers-unknown", dict(multipliers="lut"), ValueError, DW + r"multipliers must be one of dsp, logic, not 'lut'$"),
+    ("multipliers-type", dict(multipliers=1), TypeError, DW + r"multipliers must be a string, one of dsp, logic; not 1$"),
     # footprint larger than the padded image ('valid' pads nothing)
     ("footprint-height", dict(padding="valid", kernel=7, dilation=2), ValueError,
      DW + r"kernel footprint 13 \(\(kernel - 1\) \* dilation \+ 1\) is larger than the padded input height 8$"),
@@ -260,6 +262,7 @@ POINTWISE_REFUSALS = _rows(
     ("bits-1", dict(bits=1), ValueError, PW + r"bits must be an integer from 2 to 16, not 1$"),
     ("activation", dict(activation="relu7"), ValueError, PW + r"activation must be one of none, relu, relu6, not 'relu7'$"),
     ("rounding", dict(rounding="floor"), ValueError, PW + r"rounding must be one of double, single, not 'floor'$"),
+    ("multipliers", dict(multipliers="DSP"), ValueError, PW + r"multipliers must be one of dsp, logic, not 'DSP'$"),
     ("unknown-key", dict(lanes=1), ValueError, r"stage 'pw' \(pointwise\): unknown key 'lanes'"),
     ("unknown-key-kernel", dict(kernel=1), ValueError, r"stage 'pw' \(pointwise\): unknown key 'kernel'"),
 )

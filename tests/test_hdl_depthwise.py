@@ -266,3 +266,38 @@ def test_depthwise_unit_fuzz_many(geometry):
                             rounding=arith.ROUNDINGS[(index // 3) % 2])
     rng = np.random.default_rng([231, index])
     run_unit(stage, random_frames(rng, stage), source=source, sink=sink, seed=index)
+
+
+# -- multipliers built in logic (no DSP) ---------------------------------------------------------
+
+@pytest.mark.parametrize("geometry", [(5, 6, 4, 2, 3, 1, 1, "same"), (10, 9, 3, 1, 5, 2, 2, "valid")],
+                         ids=geometry_id)
+def test_depthwise_unit_logic_multipliers(geometry):
+    """Shift-and-add multipliers: bit-exact under stalls, one more stage, same throughput."""
+    stage = depthwise_stage(*geometry, seed=21, multipliers="logic")
+    rng = np.random.default_rng(221)
+    unit, _, _ = run_unit(stage, random_frames(rng, stage), source="random", sink="bursty", seed=5)
+    dsp = DepthwiseUnit(depthwise_stage(*geometry, seed=21))
+    Fragment.get(dsp, None)
+    assert unit.mac.stages == ("operands", "rows", "multiply", *dsp.mac.stages[2:])
+    assert unit.latency == dsp.latency + 1
+    unit, cycles, _ = run_unit(stage, random_frames(rng, stage, 2))
+    assert cycles == unit.window.schedule.frame_cycles(groups=stage.input.channels // stage.lanes,
+                                                       latency=unit.latency, frames=2)
+
+
+@pytest.mark.parametrize("weight_bits", [2, 3, 8, 12])
+def test_depthwise_unit_logic_multipliers_extremes(weight_bits):
+    """Every weight at -2^(wb-1) (the subtracted top row alone) or 2^(wb-1) - 1, inputs at both ends."""
+    stage = depthwise_stage(3, 3, 2, 2, 3, 1, 1, "same", seed=22, activation="none",
+                            weight_bits=weight_bits, multipliers="logic")
+    lo, hi = arith.int_range(weight_bits)
+    weights = np.full((3, 3, 2), lo)
+    weights[:, :, 1] = hi
+    weights[1, 1, 0] = hi
+    worst = 9 * 256 * (1 << (weight_bits - 1))
+    stage = with_numbers(stage, weights, np.zeros(2, dtype=np.int64), real=100.0 / worst)
+    rng = np.random.default_rng(222)
+    frames = [np.full((3, 3, 2), -128), np.full((3, 3, 2), 127), *random_frames(rng, stage, 1)]
+    _, _, got = run_unit(stage, frames, source="periodic", sink="random", seed=6)
+    assert max(int(np.abs(g).max()) for g in got) >= 50          # the products reach the output

@@ -203,7 +203,10 @@ def test_pointwise_mac_properties(geometry):
     assert mac.acc_bits == stage.accumulator_bits
     unit = PointwiseUnit(stage)
     Fragment.get(unit, None)
-    assert unit.latency == mac.latency + unit.requant.latency
+    # a batch of pe accumulators every `chunks` cycles: pe / share requantizer lanes keep up
+    assert unit.share == max(f for f in range(1, pe + 1) if pe % f == 0 and f <= mac.chunks)
+    assert unit.requant.lanes * unit.share == pe
+    assert unit.latency == mac.latency + unit.requant.latency + (unit.share + 1 if unit.share > 1 else 0)
     assert unit.cycles_per_pixel == mac.cycles_per_pixel
 
 
@@ -278,3 +281,33 @@ def test_pointwise_unit_fuzz_many(geometry):
                             rounding=arith.ROUNDINGS[(index // 3) % 2])
     rng = np.random.default_rng([331, index])
     run_unit(stage, random_frames(rng, stage), source=source, sink=sink, seed=index)
+
+
+# -- multipliers built in logic (no DSP) ---------------------------------------------------------
+
+@pytest.mark.parametrize("geometry", [(8, 8, 2, 2, 2), (8, 6, 1, 3, 4), (6, 4, 2, 2, 3)], ids=geometry_id)
+def test_pointwise_unit_logic_multipliers(geometry):
+    """Shift-and-add multipliers: bit-exact under stalls, one more stage, same throughput."""
+    c_in, c_out, groups, pe, simd = geometry
+    stage = pointwise_stage(2, 3, *geometry, seed=23, multipliers="logic")
+    rng = np.random.default_rng(323)
+    run_unit(stage, random_frames(rng, stage), source="bursty", sink="random", seed=7)
+    unit, cycles, _ = run_unit(stage, random_frames(rng, stage, 1))
+    dsp = PointwiseUnit(pointwise_stage(2, 3, *geometry, seed=23))
+    Fragment.get(dsp, None)
+    assert unit.mac.stages == ("operands", "rows", "multiply", *dsp.mac.stages[2:])
+    assert unit.latency == dsp.latency + 1
+    assert cycles == pointwise_frame_cycles(6, c_in, c_out, groups, pe, simd, unit.latency)
+
+
+def test_pointwise_unit_logic_multipliers_extremes():
+    """12-bit weights at both ends (the top row subtracted), inputs at both ends."""
+    stage = pointwise_stage(1, 2, 8, 2, 1, 1, 4, activation="none", bits=12, weight_bits=12,
+                            input_extra={"bits": 12, "zero_point": -2048}, multipliers="logic")
+    weights = np.array([[2047] * 8, [-2048] * 8])
+    acc = 8 * 2048 * 4095
+    stage = with_numbers(stage, weights, np.array([arith.INT32_MAX - acc, arith.INT32_MIN + acc]),
+                         real=1500.0 / arith.INT32_MAX)
+    rng = np.random.default_rng(324)
+    frames = [np.full((1, 2, 8), 2047), np.full((1, 2, 8), -2048), *random_frames(rng, stage, 1)]
+    run_unit(stage, frames, source="random", sink="periodic", seed=8)
