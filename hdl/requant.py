@@ -36,7 +36,7 @@ import numpy as np
 from ..sim import arith
 from .beats import beat_layout
 
-__all__ = ["QuantizedMultiply", "Requantizer", "acc_layout", "saturation_range"]
+__all__ = ["QuantizedMultiply", "Requantizer", "acc_layout", "saturation_range", "clamp_biased"]
 
 #: Bits of the multiplier per partial product: 17 unsigned bits are an 18-bit signed
 #: DSP operand (ECP5 MULT18X18D), so a 31-bit multiplier takes two.
@@ -113,6 +113,17 @@ def saturation_range(x_range, multipliers, shifts, zero_point, act_min, act_max,
 def _wrap32(value):
     """``value`` as int32, wrapping like TFLite's int32 arithmetic."""
     return value[:32].as_signed() if len(value) > 32 else value
+
+
+def clamp_biased(y, y_bits: int, zero_point: int, act_min: int, act_max: int):
+    """``clamp(y + zero_point, act_min, act_max)`` with TFLite's int32 (wrapping) add.
+
+    When the sum cannot wrap, ``y`` is compared with the bounds minus the zero point, in
+    parallel with the add (no comparator behind the adder)."""
+    if max(y_bits, _signed_bits(zero_point, zero_point)) + 1 > 32:
+        biased = (y + zero_point)[:32].as_signed()
+        return Mux(biased < act_min, act_min, Mux(biased > act_max, act_max, biased))
+    return Mux(y < act_min - zero_point, act_min, Mux(y > act_max - zero_point, act_max, y + zero_point))
 
 
 def _select(key, values, expr, generic=None):
@@ -347,9 +358,10 @@ class Requantizer(wiring.Component):
                    zero_point=stage.output.zero_point, act_min=act_min, act_max=act_max,
                    bits=stage.output.bits, rounding=stage.rounding)
 
-    #: Named stages: operands (accumulators saturated and registered, parameters read),
-    #: the QuantizedMultiply stages, clamp (zero point added, clamped, narrowed).
-    stages = ("operands", *QuantizedMultiply.stages, "clamp")
+    #: Named stages: operands (accumulators registered, parameters read), saturate (to
+    #: :attr:`saturation`), the QuantizedMultiply stages, clamp (zero point added, clamped,
+    #: narrowed).
+    stages = ("operands", "saturate", *QuantizedMultiply.stages, "clamp")
     latency = len(stages)
 
     @property
@@ -396,24 +408,27 @@ class Requantizer(wiring.Component):
         sat_lo, sat_hi = self.saturation
         acc_lo, acc_hi = arith.int_range(self.acc_bits)
         for lane in range(lanes):
-            acc = saturated = self.i.payload.data[lane]
-            if sat_hi < acc_hi:
-                saturated = Mux(saturated > sat_hi, sat_hi, saturated)
+            acc = Signal(signed(self.acc_bits), name=f"acc{lane}")
+            m_1, shift_1 = Signal(unsigned(31), name=f"m{lane}_1"), Signal(signed(6), name=f"shift{lane}_1")
+            with m.If(en):
+                m.d.sync += acc.eq(self.i.payload.data[lane])
+                m.d.sync += [m_1.eq(port.data[lane].m), shift_1.eq(port.data[lane].shift)]
+            # -- saturate: both bounds compared in parallel ------------------------------------
+            above, below = acc > sat_hi, acc < sat_lo
+            saturated = acc
             if sat_lo > acc_lo:
-                saturated = Mux(saturated < sat_lo, sat_lo, saturated)
+                saturated = Mux(below, sat_lo, saturated)
+            if sat_hi < acc_hi:
+                saturated = Mux(above, sat_hi, saturated)
             with m.If(en):
                 m.d.sync += mult.x[lane].eq(saturated)
-            m.d.comb += [mult.m[lane].eq(port.data[lane].m), mult.shift[lane].eq(port.data[lane].shift)]
+            m.d.comb += [mult.m[lane].eq(m_1), mult.shift[lane].eq(shift_1)]
 
         # -- clamp: + zero point, clamp, narrow -------------------------------------------------
-        zp_bits = _signed_bits(self.zero_point, self.zero_point)
         for lane in range(lanes):
-            biased = mult.y[lane] + self.zero_point
-            if max(mult.y_bits, zp_bits) + 1 > 32:
-                biased = biased[:32].as_signed()        # int32 add, wrapping as TFLite's C++
-            clamped = Mux(biased < self.act_min, self.act_min, Mux(biased > self.act_max, self.act_max, biased))
             with m.If(en):
-                m.d.sync += self.o.payload.data[lane].eq(clamped)
+                m.d.sync += self.o.payload.data[lane].eq(
+                    clamp_biased(mult.y[lane], mult.y_bits, self.zero_point, self.act_min, self.act_max))
         m.d.comb += [self.o.valid.eq(valid[-1]),
                      self.o.payload.first.eq(flags[-1][0]), self.o.payload.last.eq(flags[-1][1])]
         return m

@@ -32,7 +32,7 @@ from amaranth.lib.wiring import In, Out
 from ..sim import arith
 from .beats import beat_layout
 from .mac import signed_bits
-from .requant import QuantizedMultiply, saturation_range
+from .requant import QuantizedMultiply, clamp_biased, saturation_range
 
 __all__ = ["ResidualAdd", "TABLE_BITS"]
 
@@ -133,12 +133,9 @@ class ResidualAdd(wiring.Component):
                 m.d.sync += qo.x[lane].eq(Mux(total > sat_hi, sat_hi, Mux(total < sat_lo, sat_lo, total)))
             m.d.comb += [qo.m[lane].eq(p.out_multiplier), qo.shift[lane].eq(p.out_shift)]
             # clamp
-            biased = qo.y[lane] + p.out_zero_point
-            if qo.y_bits + 1 >= 32:
-                biased = biased[:32].as_signed()                     # int32 add, as TFLite
-            clamped = Mux(biased < p.act_min, p.act_min, Mux(biased > p.act_max, p.act_max, biased))
             with m.If(en):
-                m.d.sync += self.o.payload.data[lane].eq(clamped)
+                m.d.sync += self.o.payload.data[lane].eq(
+                    clamp_biased(qo.y[lane], qo.y_bits, p.out_zero_point, p.act_min, p.act_max))
         m.d.comb += [self.o.valid.eq(valid[-1]), self.o.payload.first.eq(flags[-1][0]),
                      self.o.payload.last.eq(flags[-1][1])]
         return m

@@ -46,7 +46,7 @@ __all__ = ["SkipSizing", "skip_sizing", "skip_fifo_depth"]
 # Latencies of the units (kept equal to the gateware's properties by tests/test_skip.py).
 FORK_LATENCY = 1
 SKID_LATENCY = 1
-REQUANT_LATENCY = 7
+REQUANT_LATENCY = 8
 WINDOW_LATENCY = 2
 
 

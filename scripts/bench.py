@@ -386,17 +386,18 @@ def _printer(text: str, end: str = "\n") -> None:
 # -- the sweep ----------------------------------------------------------------------------------
 
 def _dsp_precheck(variant: Variant, target: str) -> dict | None:
-    """A synthesis result without synthesis when the MAC multipliers alone exceed the
-    device's DSPs (each MAC takes at least one; requantizers and adds take more)."""
+    """A synthesis result without synthesis when the MAC multipliers built in DSPs alone
+    exceed the device's DSPs (each takes at least one; requantizers and adds take more)."""
     bel, total = DEVICES[target]["DSP"]
-    if variant.multipliers <= total:
+    in_dsp = variant.cost.dsp_multipliers
+    if in_dsp <= total:
         return None
     from .synth import TARGETS
     return {"fits": False, "fmax_mhz": None, "clock_mhz": TARGETS[target].clock_mhz,
-            "meets_clock": False, "utilization": {bel: {"used": variant.multipliers, "available": total}},
+            "meets_clock": False, "utilization": {bel: {"used": in_dsp, "available": total}},
             "cells": {}, "line_buffers": {}, "critical_path": [], "seconds": 0.0,
-            "failure": f"does not fit {target}: {bel} at least {variant.multipliers} used of {total} "
-                       f"(cost model's MAC multipliers; not synthesized)",
+            "failure": f"does not fit {target}: {bel} at least {in_dsp} used of {total} "
+                       f"(cost model's MAC multipliers in DSPs; not synthesized)",
             "predicted": True}
 
 

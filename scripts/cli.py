@@ -3,7 +3,9 @@
 Subcommands: ``check`` (validate a config and summarise it), ``cost`` (the
 analytic cost model), ``golden`` (run the NumPy golden model), ``verilog`` (emit the
 engine with AXI4-Stream ports), ``sim`` (simulate the RTL against the golden model),
-``tensors`` (write an engine's numbers to a tensors file), ``doctor`` (check the toolchain).
+``tensors`` (write an engine's numbers to a tensors file), ``synth`` (yosys/nextpnr with a
+report), ``build`` (a board bitstream), ``bench`` (the performance sweep), ``doctor`` (check
+the toolchain).
 Bad input ends in one line on stderr, ``convgen: error: ...``, and exit status 2.
 """
 
@@ -183,6 +185,16 @@ def _cmd_synth(args) -> int:
     return 0 if result.fits else 1
 
 
+def _cmd_bench(args) -> int:
+    from . import bench
+    return bench.run(args)
+
+
+def _cmd_build(args) -> int:
+    from . import board_build
+    return board_build.run(args)
+
+
 def _cmd_doctor(args) -> int:
     from . import toolchain
     return toolchain.main(["--quiet"] if args.quiet else [])
@@ -235,6 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     p.add_argument("--out", metavar="DIR", help="build directory (default build/<name>-<target>)")
+    from . import bench, board_build
+    p = command("build", _cmd_build,
+                "build a board bitstream: the engine behind the board's UART (icebreaker, ulx3s, orangecrab)")
+    board_build.add_arguments(p)
+    p = command("bench", _cmd_bench, "sweep examples x parallelism x targets: simulated cycles per frame, "
+                "Fmax, resources, frames per second; a markdown table and plots")
+    bench.add_arguments(p)
     p = command("doctor", _cmd_doctor, "check the external tools (Verilator, Icarus, yosys, nextpnr)")
     p.add_argument("--quiet", action="store_true", help="print only problems")
     return parser

@@ -43,6 +43,7 @@ class StageCost:
     params: int
     biases: int
     multipliers: int          # parallel MAC units instantiated
+    dsp_multipliers: int      # of those, built in DSP blocks (the rest in logic)
     requant_multipliers: bool  # False when every requantization scale is a power of two
     line_buffer_bits: int
     accumulator_bits: int | None
@@ -85,6 +86,11 @@ class EngineCost:
     @property
     def multipliers(self) -> int:
         return sum(s.multipliers for s in self.stages)
+
+    @property
+    def dsp_multipliers(self) -> int:
+        """MAC multipliers in DSP blocks (requantizers add their own, see ``convgen synth``)."""
+        return sum(s.dsp_multipliers for s in self.stages)
 
     @property
     def line_buffer_bits(self) -> int:
@@ -135,8 +141,9 @@ def _stage_cost(stage) -> StageCost:
         biases = stage.output.channels
         acc_bits = stage.accumulator_bits
         requant_mults = not stage.requant_is_power_of_two
+    in_dsp = multipliers if getattr(stage, "multipliers", "dsp") == "dsp" else 0
     return StageCost(stage.name, stage.kind, stage.input.shape, stage.output.shape, macs, params, biases,
-                     multipliers, requant_mults, line_bits, acc_bits, cycles_per_pixel,
+                     multipliers, in_dsp, requant_mults, line_bits, acc_bits, cycles_per_pixel,
                      pixels * cycles_per_pixel, fill, tail)
 
 
@@ -144,7 +151,7 @@ def estimate(config: EngineConfig) -> EngineCost:
     """The cost model of an engine (see the module docstring for the formulas)."""
     spec = config.input
     beats = spec.channels // config.input_lanes
-    port = StageCost("input", "port", spec.shape, spec.shape, 0, 0, 0, 0, False, 0, None, beats,
+    port = StageCost("input", "port", spec.shape, spec.shape, 0, 0, 0, 0, 0, False, 0, None, beats,
                      spec.height * spec.width * beats, 0, 0)
     stages = (port, *(_stage_cost(s) for s in config.stages))
     slowest = max(range(len(stages)), key=lambda i: stages[i].busy_cycles)   # first of equals
@@ -159,6 +166,7 @@ def to_json(cost: EngineCost) -> dict:
         "name": cost.name,
         "stages": [{**asdict(s), "utilization": round(s.utilization, 6)} for s in cost.stages],
         "total": {"macs": cost.macs, "params": cost.params, "multipliers": cost.multipliers,
+                  "dsp_multipliers": cost.dsp_multipliers,
                   "line_buffer_bits": cost.line_buffer_bits, "cycles_per_frame": cost.cycles_per_frame,
                   "bottleneck": cost.bottleneck, "bottleneck_cycles": cost.bottleneck_cycles,
                   "fill_cycles": cost.fill_cycles, "tail_cycles": cost.tail_cycles,

@@ -185,8 +185,10 @@ def format_report(result: SynthResult) -> str:
     for kind, (used, available) in sorted(result.utilization.items()):
         lines.append(f"  {kind:<16} {used:>7,} / {available:<7,} {100 * used / available:5.1f}%")
     dsp = sum(result.cells.get(k, 0) for k in t.dsp)
-    lines.append(f"  multipliers: {dsp} DSP cells for {est.multipliers} MAC units "
-                 f"(cost model; requantizers and adds use more)")
+    in_logic = est.multipliers - est.dsp_multipliers
+    lines.append(f"  multipliers: {dsp} DSP cells for {est.dsp_multipliers} MAC units in DSPs"
+                 + (f" ({in_logic} more in logic)" if in_logic else "")
+                 + " (cost model; requantizers with non-power-of-two scales use DSPs too)")
     for stage, where in result.line_buffers.items():
         lines.append(f"  line buffer {stage}: {where}")
     lines.append(f"  cost model: {est.macs:,} MACs/frame, line buffers {est.line_buffer_bits:,} bits")

@@ -375,8 +375,8 @@ def test_requantizer_throughput():
 def test_requantizer_stages():
     dut = full_requantizer(2, 1, [1 << 30, M_MAX], [0, 0], "double")
     Fragment.get(dut, None)
-    assert dut.stages == ("operands", "multiply", "sum", "high", "shift", "round", "clamp")
-    assert dut.latency == len(dut.stages) == 7
+    assert dut.stages == ("operands", "saturate", "multiply", "sum", "high", "shift", "round", "clamp")
+    assert dut.latency == len(dut.stages) == 8
 
 
 def test_requantizer_refusals():
