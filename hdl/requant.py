@@ -11,8 +11,9 @@ with that lane's multiplier and shift presented alongside the value. Stages:
 * *high*: ``double``: ``h = floor((s + 2^30) / 2^31) = ((s >> 30) + 1) >> 1``
   (``SaturatingRoundingDoublingHighMul``, which never saturates for ``m < 2^31``);
   ``single``: ``h = ((s >> (30 - shift)) + 1) >> 1``, the whole result;
-* *shift*: ``double``: ``q = h >> e``, the remainder ``h & (2^e - 1)`` and the sign of ``h``;
-* *round*: ``y = q + (remainder > (2^e - 1) / 2 + (h < 0))`` (``RoundingDivideByPOT``).
+* *shift*: ``double``: ``q = h >> e`` and the rounding decision
+  ``(h & (2^e - 1)) > ((2^e - 1) >> 1) + (h < 0)`` (``RoundingDivideByPOT``);
+* *round*: ``y = q + decision``.
 
 Shift amounts select among the values the stage actually uses (a few constants,
 so no barrel shifter) unless there are many. When every multiplier is ``2^30`` (a
@@ -285,27 +286,30 @@ class QuantizedMultiply(Elaboratable):
 
         # -- shift --------------------------------------------------------------------------
         if self.rounding == "double":
+            # RoundingDivideByPOT: q = h >> e, up when h mod 2^e exceeds (2^e - 1) >> 1 plus the
+            # sign. Per constant e the test is a comparison of h's low bits with a constant,
+            # decided here so that the round stage is only the increment.
+            negative = high < 0
+
+            def up_const(e):
+                if e == 0:
+                    return Const(0, 1)
+                half = ((1 << e) - 1) >> 1
+                return Mux(negative, high[:e] > half + 1, high[:e] > half)
+
+            def up_generic(e):
+                mask = ((Const(1, 33) << e) - 1)[:32]
+                return (high & mask)[:32] > (mask >> 1) + negative
+
             quotient = stage("quotient", _select(exponent, self._exponents, lambda e: high >> e,
                                                  lambda e: high >> e), high.shape())
-            selected = len(self._exponents) <= MAX_SELECTED_SHIFTS
-            rem_bits = max(max(self._exponents), 1) if selected else 32
-            remainder = stage("remainder", _select(exponent, self._exponents,
-                                                   lambda e: high[:e] if e else Const(0, 1),
-                                                   lambda e: (high & ((Const(1, 33) << e) - 1))[:32]),
-                              unsigned(rem_bits))
-            negative = stage("negative", high < 0)
-            exponent_3 = stage("exponent_3_", exponent)
+            round_up = stage("round_up", _select(exponent, self._exponents, up_const, up_generic), unsigned(1))
         else:
             quotient = stage("quotient", high)
+            round_up = Const(0, 1)
 
         # -- round --------------------------------------------------------------------------
-        if self.rounding == "double":
-            # RoundingDivideByPOT: up when the remainder exceeds (2^e - 1) >> 1 plus the sign
-            half = _select(exponent_3, self._exponents, lambda e: Const(((1 << e) - 1) >> 1, rem_bits),
-                           lambda e: (((Const(1, 33) << e) - 1) >> 1)[:31])
-            rounded = quotient + (remainder > half + negative)
-        else:
-            rounded = quotient
+        rounded = quotient + round_up
         with m.If(en):
             m.d.sync += self.y[lane].eq(rounded[:self.y_bits])
 
