@@ -20,7 +20,7 @@ from amaranth.hdl import Array, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .beats import beat_layout
+from .beats import SkidBuffer, beat_layout
 from .mac import MULTIPLY_STAGES, adder_tree, adder_tree_stages, group_rom, product, signed_bits
 from .requant import Requantizer, acc_layout
 from .schedule import requant_share, shared_requant_delay
@@ -253,6 +253,8 @@ class PointwiseUnit(wiring.Component):
         lanes = stage.pe // self.share
         self.requant = Requantizer.for_stage(stage, lanes)
         if self.share > 1:
+            # a skid buffer keeps the MAC's ready path from running through the split
+            self._skid = SkidBuffer(acc_layout(self.mac.acc_bits, stage.pe))
             self._split = Split(bits=self.mac.acc_bits, lanes=lanes, factor=self.share)
             self._gather = Gather(bits=stage.output.bits, lanes=lanes, factor=self.share)
         super().__init__({
@@ -275,9 +277,11 @@ class PointwiseUnit(wiring.Component):
         m.submodules.requant = self.requant
         wiring.connect(m, wiring.flipped(self.i), self.mac.i)
         if self.share > 1:
+            m.submodules.skid = self._skid
             m.submodules.split = self._split
             m.submodules.gather = self._gather
-            wiring.connect(m, self.mac.o, self._split.i)
+            wiring.connect(m, self.mac.o, self._skid.i)
+            wiring.connect(m, self._skid.o, self._split.i)
             wiring.connect(m, self._split.o, self.requant.i)
             wiring.connect(m, self.requant.o, self._gather.i)
             wiring.connect(m, self._gather.o, wiring.flipped(self.o))

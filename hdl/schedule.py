@@ -137,9 +137,10 @@ def requant_share(pe: int, chunks: int) -> int:
 
 
 def shared_requant_delay(share: int) -> int:
-    """Cycles a shared requantizer adds to a batch's last beat: the split's register and its
-    ``share - 1`` further beats, and the gather's register (0 when not shared)."""
-    return share + 1 if share > 1 else 0
+    """Cycles a shared requantizer adds to a batch's last beat: the skid buffer in front of
+    the split, the split's register and its ``share - 1`` further beats, and the gather's
+    register (0 when not shared)."""
+    return share + 2 if share > 1 else 0
 
 
 def burst_backlog(schedule: WindowSchedule, period_in: int, period_out: int, held: int = 2) -> int:
