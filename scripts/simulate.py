@@ -51,6 +51,7 @@ class SimResult:
     seconds: float = 0.0
     analytic_cycles: int = 0
     stall: float = 0.0
+    frame_ends: list = field(default_factory=list)   # cycle of each frame's last output beat
 
     @property
     def mismatches(self) -> int:
@@ -225,6 +226,7 @@ def _simulate_verilog(config, frames, expected, *, simulator, stall, seed, progr
     report = json.loads(results_path.read_text())
     result = SimResult(config, simulator, total_cycles=report["cycles"], seconds=seconds, stall=stall,
                        analytic_cycles=_estimate(config).cycles_per_frame)
+    result.frame_ends = report.get("frame_ends", [])
     result.outputs = np.load(bench_dir / "outputs.npy")
     result.flag_errors = report["flag_errors"]
     result.bench_failed = bool(failed)
@@ -283,9 +285,22 @@ def format_report(result: SimResult) -> str:
     per_frame = result.total_cycles / n
     lines.append(f"  cycles: {result.total_cycles:,} in all, {per_frame:,.0f} per frame; analytic "
                  f"{result.analytic_cycles:,} per frame (cost model, without pipeline latency)")
+    ends = result.frame_ends
+    if ends:
+        lines.append(f"  first frame: {ends[0]:,} cycles = analytic {result.analytic_cycles:,} "
+                     f"+ fill {ends[0] - result.analytic_cycles:,} (first input beat to last output beat)")
+    if len(ends) > 1:
+        periods = [b - a for a, b in zip(ends, ends[1:])]
+        lines.append(f"  frame period (last output to last output): {', '.join(f'{p:,}' for p in periods)} "
+                     f"cycles; analytic {result.analytic_cycles:,}")
     if result.stall == 0:
         lines.append(f"  MAC-unit utilization: {100 * macs_per_frame * n / (result.total_cycles * est.multipliers):.1f}% "
-                     f"({est.multipliers} multipliers, {macs_per_frame:,} MACs per frame)")
+                     f"over the run ({est.multipliers} multipliers, {macs_per_frame:,} MACs per frame)")
+        if len(ends) > 1:
+            slowest = max(est.stages, key=lambda st: st.busy_cycles)
+            period = ends[-1] - ends[-2]
+            lines.append(f"  slowest stage {slowest.name!r}: busy {slowest.busy_cycles:,} of {period:,} cycles "
+                         f"per frame period ({100 * slowest.busy_cycles / period:.1f}%)")
     lines.append(f"  simulated {result.total_cycles / result.seconds:,.0f} cycles/s "
                  f"({result.seconds:.1f} s)")
     return "\n".join(lines)

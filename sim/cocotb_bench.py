@@ -82,6 +82,7 @@ async def engine_frames(dut):
 
     sent, cycle, first_in, last_out = 0, 0, None, None
     words, users, lasts = [], [], []
+    frame_ends = []          # cycles from the first input beat to each frame's last output beat
     max_cycles = p["max_cycles"]
     drain = 0
     while len(words) < n_out or drain < p["drain"]:
@@ -106,6 +107,8 @@ async def engine_frames(dut):
             users.append(_u(dut.m_axis_tuser.value))
             lasts.append(_u(dut.m_axis_tlast.value))
             last_out = cycle
+            if len(words) % out_per_frame == 0:
+                frame_ends.append(cycle - first_in + 1)
         if len(words) >= n_out:
             drain += 1
         await RisingEdge(dut.clk)
@@ -116,7 +119,8 @@ async def engine_frames(dut):
 
     outputs = np.array([_unpack(wd, bout, lout) for wd in words], dtype=np.int64).reshape(expected.shape)
     np.save(folder / "outputs.npy", outputs)
-    report = {"cycles": last_out - first_in + 1, "input_beats_pending": len(in_beats) - sent, "frames": []}
+    report = {"cycles": last_out - first_in + 1, "frame_ends": frame_ends,
+              "input_beats_pending": len(in_beats) - sent, "frames": []}
     flag_errors = []
     for k in range(len(words)):
         want_user = int(k % out_per_frame == 0)

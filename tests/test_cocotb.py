@@ -66,3 +66,28 @@ def test_generated_on_verilator(kernel, stride, dilation, groups, lanes):
                          ids=[f"k{k}-s{s}-d{d}-g{g}-l{l}" for k, s, d, g, l in MATRIX[:3]])
 def test_generated_on_icarus(kernel, stride, dilation, groups, lanes):
     run(generated(kernel, stride, dilation, groups, lanes), "icarus", frames=1)
+
+
+#: Examples whose steady-state period is below the cost model's cycles per frame (measured:
+#: dws_layer_up5k 16,506 against 16,672: its depthwise fill, 288 cycles, partly overlaps).
+PERIOD_BELOW_ANALYTIC = {"dws_layer_up5k"}
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_example_frame_period(path):
+    """Three frames at full rate on Verilator: the period between frames' last output beats is
+    the cost model's cycles per frame exactly; the first frame adds only the pipeline fill."""
+    config = load_config(path)
+    result = run(config, "verilator", frames=3, stall=0.0, seed=11)
+    ends = result.frame_ends
+    assert len(ends) == 3 and ends[-1] == result.total_cycles
+    periods = [b - a for a, b in zip(ends, ends[1:])]
+    fill = ends[0] - result.analytic_cycles
+    print(f"{config.name}: frame periods {periods}, analytic {result.analytic_cycles}, first-frame fill {fill}")
+    assert periods[0] == periods[1] and fill > 0
+    if config.name in PERIOD_BELOW_ANALYTIC:
+        # the window's fill before a slower stage overlaps the previous frame in steady state:
+        # the cost model's count (which adds it) is then an upper bound, not the period
+        assert periods[0] < result.analytic_cycles
+    else:
+        assert periods[0] == result.analytic_cycles
