@@ -189,10 +189,15 @@ class QuantizedMultiply(Elaboratable):
         self._s_bits = operand_bits + 31 + (1 if self.x_unsigned else 0)
         h_bits = self._s_bits - 30 + 1
         self.y_bits = min(h_bits, 32)
-        # An operand of 19-20 bits keeps 17 bits in the DSPs (18x18, signed or unsigned), the
-        # rest in logic.
-        top_bits = operand_bits - MULTIPLIER_SLICE
-        self._split_operand = not self.power_of_two and operand_bits > 18 and top_bits <= 3
+        # The operand in slices for 18x18 DSPs: 17-bit unsigned low slices while more than 18
+        # bits remain, then the top slice (signed when the operand is); a top slice of at most
+        # 3 bits is multiplied in logic (shift-and-add of the whole multiplier).
+        self._operand_slices, low = [], 0
+        while operand_bits - low > 18:
+            self._operand_slices.append((low, MULTIPLIER_SLICE))
+            low += MULTIPLIER_SLICE
+        self._operand_slices.append((low, operand_bits - low))
+        self._logic_top = len(self._operand_slices) > 1 and operand_bits - low <= 3
         shape = unsigned(self.x_bits) if self.x_unsigned else signed(self.x_bits)
         self.en = Signal()
         self.x = [Signal(shape, name=f"x{i}") for i in range(lanes)]
@@ -210,13 +215,16 @@ class QuantizedMultiply(Elaboratable):
         """Width of the operand side of each DSP partial product (0 without a multiplier)."""
         if self.power_of_two:
             return 0
-        operand_bits = 32 if self.left_shifts else self.x_bits
-        return MULTIPLIER_SLICE if self._split_operand else operand_bits
+        in_dsp = self._operand_slices[:-1] if self._logic_top else self._operand_slices
+        return max(width for _, width in in_dsp)
 
     @property
     def partial_products(self) -> int:
-        """Multiplier slices per lane (each an 18x18 product when the operand fits 18 bits)."""
-        return 0 if self.power_of_two else -(-31 // MULTIPLIER_SLICE)
+        """18x18 DSP products per lane: operand slices in DSPs x multiplier slices."""
+        if self.power_of_two:
+            return 0
+        in_dsp = len(self._operand_slices) - (1 if self._logic_top else 0)
+        return in_dsp * -(-31 // MULTIPLIER_SLICE)
 
     def elaborate(self, platform):
         m = Module()
@@ -246,24 +254,28 @@ class QuantizedMultiply(Elaboratable):
             partials = [stage("scaled", operand)]
             weights = [30]
         else:
-            # An operand wider than a DSP input keeps its low 17 bits there and multiplies the
-            # few top bits in logic (shift-and-add of the whole multiplier), also registered.
-            split = self._split_operand
-            low_operand = operand[:MULTIPLIER_SLICE] if split else operand
+            # Every (operand slice, multiplier slice) product is one registered DSP product;
+            # a small top operand slice is multiplied in logic instead, also registered.
             partials, weights = [], []
-            for k, low in enumerate(range(0, 31, MULTIPLIER_SLICE)):
-                piece = mult[low:min(low + MULTIPLIER_SLICE, 31)]
-                partials.append(stage(f"partial{k}_", low_operand * piece))
-                weights.append(low)
-            if split:
-                top = operand[MULTIPLIER_SLICE:]
-                terms = [Mux(top[k], mult << k, 0) for k in range(len(top))]
-                logic = terms[0]
-                for k, term in enumerate(terms[1:], 1):
-                    negative = operand.shape().signed and k == len(top) - 1
-                    logic = (logic - term) if negative else (logic + term)
-                partials.append(stage("partial_top", logic, signed(31 + len(top) + 1)))
-                weights.append(MULTIPLIER_SLICE)
+            signed_operand = operand.shape().signed
+            for i, (low, width) in enumerate(self._operand_slices):
+                top = i == len(self._operand_slices) - 1
+                piece = operand[low:low + width]
+                if top and signed_operand:
+                    piece = piece.as_signed()
+                if top and self._logic_top:
+                    terms = [Mux(piece[k], mult << k, 0) for k in range(width)]
+                    logic = terms[0]
+                    for k, term in enumerate(terms[1:], 1):
+                        negative = signed_operand and k == width - 1
+                        logic = (logic - term) if negative else (logic + term)
+                    partials.append(stage("partial_top", logic, signed(31 + width + 1)))
+                    weights.append(low)
+                    continue
+                for j, m_low in enumerate(range(0, 31, MULTIPLIER_SLICE)):
+                    m_piece = mult[m_low:min(m_low + MULTIPLIER_SLICE, 31)]
+                    partials.append(stage(f"partial{i}_{j}_", piece * m_piece))
+                    weights.append(low + m_low)
         shift_1 = stage("shift_1_", shift)
 
         # -- sum ----------------------------------------------------------------------------

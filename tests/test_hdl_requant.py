@@ -208,6 +208,19 @@ def test_quantized_multiply_refusals():
             lambda: QuantizedMultiply(1, (0, arith.INT32_MAX + 1), [1 << 30], [0]))
 
 
+def test_quantized_multiply_operand_slices():
+    """Operands wider than 18 bits are cut into 17-bit DSP slices (a top slice of up to 3 bits
+    goes to logic); the partial products count the DSP slices."""
+    for (lo, hi), dsp_bits, partials in [((-(1 << 17), (1 << 17) - 1), 18, 2),      # 18 bits: one slice
+                                         ((0, (1 << 18) - 1), 18, 2),               # 18 unsigned
+                                         ((-(1 << 19), (1 << 19) - 1), 17, 2),      # 20: 17 + 3 in logic
+                                         ((-(1 << 27), (1 << 27) - 1), 17, 4),      # 28: 17 + 11
+                                         (I32, 17, 4)]:                             # 32: 17 + 15
+        qm = QuantizedMultiply(1, (lo, hi), [M_MAX], [-3], "double")
+        Fragment.get(qm, None)
+        assert (qm.dsp_operand_bits, qm.partial_products) == (dsp_bits, partials), (lo, hi)
+
+
 def test_quantized_multiply_stages():
     assert QuantizedMultiply.stages == ("multiply", "sum", "high", "shift", "round")
     assert QuantizedMultiply.latency == len(QuantizedMultiply.stages) == 5
@@ -449,4 +462,5 @@ def test_requantizer_operand_fits_one_dsp_width():
                     assert dut.dsp_operand_bits == 0
                     continue
                 assert 0 < dut.dsp_operand_bits <= 18, (path.name, stage.name, dut.saturation)
+                assert dut._multiply.partial_products == 2          # two 17-bit multiplier slices
                 assert dut.saturation[1] - dut.saturation[0] < np.subtract(*stage.accumulator_range[::-1])
