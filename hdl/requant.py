@@ -374,8 +374,8 @@ class Requantizer(wiring.Component):
                    zero_point=stage.output.zero_point, act_min=act_min, act_max=act_max,
                    bits=stage.output.bits, rounding=stage.rounding)
 
-    #: Named stages: operands (accumulators registered, parameters read), saturate (to
-    #: :attr:`saturation`), the QuantizedMultiply stages, clamp (zero point added, clamped,
+    #: Named stages: operands (accumulators and their channel group registered), saturate (to
+    #: :attr:`saturation`; the group's parameters read), the QuantizedMultiply stages, clamp (zero point added, clamped,
     #: narrowed).
     stages = ("operands", "saturate", *QuantizedMultiply.stages, "clamp")
     latency = len(stages)
@@ -420,15 +420,18 @@ class Requantizer(wiring.Component):
                  for l in range(lanes)] for g in range(groups)]
         m.submodules.params = rom = Memory(shape=row, depth=groups, init=init)
         port = rom.read_port()
-        m.d.comb += [port.addr.eq(index), port.en.eq(en)]
+        # The beat's group is registered with the accumulators (operands) and read from the
+        # ROM during saturate: the parameters arrive with the saturated value.
+        index_1 = Signal(range(groups), name="group_1")
+        with m.If(en):
+            m.d.sync += index_1.eq(index)
+        m.d.comb += [port.addr.eq(index_1), port.en.eq(en)]
         sat_lo, sat_hi = self.saturation
         acc_lo, acc_hi = arith.int_range(self.acc_bits)
         for lane in range(lanes):
             acc = Signal(signed(self.acc_bits), name=f"acc{lane}")
-            m_1, shift_1 = Signal(unsigned(31), name=f"m{lane}_1"), Signal(signed(6), name=f"shift{lane}_1")
             with m.If(en):
                 m.d.sync += acc.eq(self.i.payload.data[lane])
-                m.d.sync += [m_1.eq(port.data[lane].m), shift_1.eq(port.data[lane].shift)]
             # -- saturate: both bounds compared in parallel ------------------------------------
             above, below = acc > sat_hi, acc < sat_lo
             saturated = acc
@@ -438,7 +441,7 @@ class Requantizer(wiring.Component):
                 saturated = Mux(above, sat_hi, saturated)
             with m.If(en):
                 m.d.sync += mult.x[lane].eq(saturated)
-            m.d.comb += [mult.m[lane].eq(m_1), mult.shift[lane].eq(shift_1)]
+            m.d.comb += [mult.m[lane].eq(port.data[lane].m), mult.shift[lane].eq(port.data[lane].shift)]
 
         # -- clamp: + zero point, clamp, narrow -------------------------------------------------
         for lane in range(lanes):
