@@ -322,13 +322,19 @@ class ToolRunner:
                           work_dir=work_dir)
         return {"simulator": "verilator", "frames": len(result.frames), "passed": result.passed,
                 "mismatches": result.mismatches, "flag_errors": len(result.flag_errors),
-                "cycles": result.total_cycles,
-                "cycles_per_frame": result.total_cycles / max(1, len(result.frames)),
+                "cycles": result.total_cycles, "frame_ends": result.frame_ends,
+                # the steady-state period (last output to last output) once two frames ran;
+                # a single frame's count includes the pipeline fill
+                "cycles_per_frame": (result.frame_ends[-1] - result.frame_ends[-2]
+                                     if len(result.frame_ends) > 1 else result.total_cycles),
                 "sim_seconds": round(result.seconds, 2)}
+
+    def __init__(self, synth_seed: int = SYNTH_SEED):
+        self.synth_seed = synth_seed
 
     def synthesize(self, config: EngineConfig, target: str, out_dir) -> dict:
         from .synth import synthesize
-        result = synthesize(config, target, out_dir, seed=SYNTH_SEED)
+        result = synthesize(config, target, out_dir, seed=self.synth_seed)
         data = result.to_json()
         for key in ("name", "target", "cost_model"):
             data.pop(key, None)
@@ -436,7 +442,7 @@ def run_sweep(variants, out_dir, *, targets=tuple(DEVICES), frames: int = 2, sim
             hashes[variant.label] = hashlib.sha256(runner.verilog(variant.config).encode()).hexdigest()
         sha = hashes[variant.label]
         entry = entries.setdefault(variant.label, _entry(variant, sha))
-        settings = {"frames": frames} if target is None else {"seed": SYNTH_SEED}
+        settings = {"frames": frames} if target is None else {"seed": getattr(runner, "synth_seed", SYNTH_SEED)}
         key = _record_key(variant.label, step, sha, settings)
         where = f"[{index}/{len(steps)}] {variant.label}" + (f" {target}" if target else "")
         kind = "sim" if target is None else "synth"
@@ -491,7 +497,7 @@ def run_sweep(variants, out_dir, *, targets=tuple(DEVICES), frames: int = 2, sim
         "tool": "convgen bench",
         "frames": frames,
         "simulator": "verilator",
-        "synth_seed": SYNTH_SEED,
+        "synth_seed": getattr(runner, "synth_seed", SYNTH_SEED),
         "targets": {t: {"clock_mhz": TARGETS[t].clock_mhz, "family": TARGETS[t].family} for t in targets}
         if synth else {},
         "variants": [entries[v.label] for v in variants],
@@ -591,7 +597,7 @@ def format_markdown(results: dict) -> str:
                      f"Resources are used/available (% of the device). fps = Fmax / simulated cycles "
                      f"per frame (`*`: over the analytic cycles, no passing simulation).")
     lines.append("")
-    head = ["variant", "multipliers", "analytic cycles/frame", "simulated cycles/frame", "sim"]
+    head = ["variant", "multipliers", "analytic cycles/frame", "simulated cycles/frame (period)", "sim"]
     if targets:
         head += ["target", "Fmax MHz", *RESOURCES, "fps"]
     lines.append("| " + " | ".join(head) + " |")
@@ -791,6 +797,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-synth", action="store_true", help="skip synthesis")
     parser.add_argument("--no-sim", action="store_true", help="skip simulation")
     parser.add_argument("--frames", type=int, default=2, help="frames per simulation (default 2)")
+    parser.add_argument("--seed", type=int, default=SYNTH_SEED,
+                        help=f"nextpnr placement seed (default {SYNTH_SEED})")
     parser.add_argument("-o", "--output", default="build/bench", metavar="DIR",
                         help="output directory (default build/bench)")
     parser.add_argument("--resume", action="store_true",
@@ -819,7 +827,7 @@ def run(args) -> int:
     try:
         results = run_sweep(variants, args.output, targets=targets, frames=args.frames,
                             sim=not args.no_sim, synth=not args.no_synth, resume=args.resume,
-                            synth_all=args.synth_all, skipped=skipped)
+                            synth_all=args.synth_all, skipped=skipped, runner=ToolRunner(args.seed))
     except SimulatorUnavailable as error:
         raise ValueError(str(error)) from None
     for path in write_report(results, args.output):
