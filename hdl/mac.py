@@ -59,21 +59,31 @@ def product(m: Module, en, a, w, *, kind: str, name: str):
         return out
     if kind != "logic":
         raise ValueError(f"multipliers must be one of {', '.join(MULTIPLY_STAGES)}, not {kind!r}")
-    rows = [Mux(w[k], a << k, 0) for k in range(len(w))]
+    # Pair p_i = a*w[2i] + 2*a*w[2i+1] at its own weight 4^i (narrow: len(a) + 2 bits); the
+    # top bit of w has weight -2^(len(w)-1).
+    n = len(w)
     pairs = []
-    for k in range(0, len(rows), 2):
-        last = k + 1 == len(rows) - 1
-        if k + 1 >= len(rows):                       # odd count: the top row alone, negated
-            value = -rows[k]
+    for i, k in enumerate(range(0, n, 2)):
+        low = Mux(w[k], a, 0)
+        if k == n - 1:                                   # odd width: the top row alone
+            value = -low
         else:
-            value = rows[k] - rows[k + 1] if last else rows[k] + rows[k + 1]
-        pair = Signal(signed(width), name=f"{name}_pair{k // 2}")
+            high = Mux(w[k + 1], a, 0) << 1
+            value = low - high if k + 1 == n - 1 else low + high
+        pair = Signal(signed(len(a) + 3), name=f"{name}_pair{i}")
         with m.If(en):
             m.d.sync += pair.eq(value)
-        pairs.append(pair)
-    total = pairs[0]
-    for pair in pairs[1:]:
-        total = total + pair
+        pairs.append((pair, 2 * i))
+    # total: the pairs at their weights, added as a balanced tree
+    while len(pairs) > 1:
+        merged = []
+        for j in range(0, len(pairs) - 1, 2):
+            (x, wx), (y, wy) = pairs[j], pairs[j + 1]
+            merged.append((x + (y << (wy - wx)), wx))
+        if len(pairs) % 2:
+            merged.append(pairs[-1])
+        pairs = merged
+    total = pairs[0][0] << pairs[0][1]
     with m.If(en):
         m.d.sync += out.eq(total)
     return out
