@@ -181,7 +181,8 @@ def _simulate_verilog(config, frames, expected, *, simulator, stall, seed, progr
     if not source.exists() or source.read_text() != verilog:
         source.write_text(verilog)
 
-    bench_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix=f"convgen-{config.name}-"))
+    # absolute: the simulator runs the bench from its build directory
+    bench_dir = Path(work_dir).resolve() if work_dir else Path(tempfile.mkdtemp(prefix=f"convgen-{config.name}-"))
     bench_dir.mkdir(parents=True, exist_ok=True)
     out_lanes = config.stages[-1].lanes_out
     params = {"input_lanes": config.input_lanes, "output_lanes": out_lanes,
