@@ -24,7 +24,19 @@ def _check_divisor(divisor):
     return divisor
 
 
-class UARTReceiver(wiring.Component):
+class _UARTComponent(wiring.Component):
+    """A UART side: ``divisor`` clock cycles per bit, checked."""
+
+    def __init__(self, divisor: int, members: dict):
+        self._divisor = _check_divisor(divisor)
+        super().__init__(members)
+
+    @property
+    def divisor(self) -> int:
+        return self._divisor
+
+
+class UARTReceiver(_UARTComponent):
     """8N1 receiver with a two-flop synchronizer and mid-bit sampling.
 
     Ports
@@ -48,13 +60,8 @@ class UARTReceiver(wiring.Component):
     """
 
     def __init__(self, divisor: int):
-        self._divisor = _check_divisor(divisor)
-        super().__init__({"rx": In(1, init=1), "o": Out(stream.Signature(8)),
-                          "framing_error": Out(1), "overrun": Out(1)})
-
-    @property
-    def divisor(self) -> int:
-        return self._divisor
+        super().__init__(divisor, {"rx": In(1, init=1), "o": Out(stream.Signature(8)),
+                                   "framing_error": Out(1), "overrun": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
@@ -108,7 +115,7 @@ class UARTReceiver(wiring.Component):
         return m
 
 
-class UARTTransmitter(wiring.Component):
+class UARTTransmitter(_UARTComponent):
     """8N1 transmitter.
 
     Ports
@@ -123,12 +130,7 @@ class UARTTransmitter(wiring.Component):
     """
 
     def __init__(self, divisor: int):
-        self._divisor = _check_divisor(divisor)
-        super().__init__({"i": In(stream.Signature(8)), "tx": Out(1, init=1)})
-
-    @property
-    def divisor(self) -> int:
-        return self._divisor
+        super().__init__(divisor, {"i": In(stream.Signature(8)), "tx": Out(1, init=1)})
 
     def elaborate(self, platform):
         m = Module()

@@ -19,7 +19,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .beats import beat_layout
-from .mac import MULTIPLY_STAGES, GroupCounter, adder_tree, adder_tree_stages, group_rom, product, signed_bits
+from .mac import MULTIPLY_STAGES, delayed, GroupCounter, adder_tree, adder_tree_stages, group_rom, product, signed_bits
 from .requant import Requantizer, acc_layout
 from .window import WindowGenerator, window_layout
 
@@ -109,12 +109,8 @@ class DepthwiseMAC(wiring.Component):
         # multiply: K^2 x lanes products and the bias, registered.
         products = [[product(m, en, taps[t][l], params.w[t][l], kind=self.multiplier_kind, name=f"p{t}_{l}")
                      for t in range(K2)] for l in range(L)]
-        bias = [params.bias[l] for l in range(L)]
-        for _ in range(MULTIPLY_STAGES[self.multiplier_kind]):
-            delayed = [Signal(signed(32), name=f"bias{l}") for l in range(L)]
-            with m.If(en):
-                m.d.sync += [d.eq(b) for d, b in zip(delayed, bias)]
-            bias = delayed
+        bias = delayed(m, en, [params.bias[l] for l in range(L)], MULTIPLY_STAGES[self.multiplier_kind],
+                       signed(32), "bias{}")
 
         # adder tree per lane.
         sums = []

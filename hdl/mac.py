@@ -5,7 +5,7 @@ from __future__ import annotations
 from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib.memory import Memory
 
-__all__ = ["signed_bits", "adder_tree", "GroupCounter", "group_rom", "MULTIPLY_STAGES", "product"]
+__all__ = ["signed_bits", "adder_tree", "GroupCounter", "group_rom", "MULTIPLY_STAGES", "product", "delayed"]
 
 #: Register stages of one multiply: a DSP product is registered once; a logic product
 #: registers the pairwise sums of its shifted rows, then their total.
@@ -87,6 +87,17 @@ def product(m: Module, en, a, w, *, kind: str, name: str):
     with m.If(en):
         m.d.sync += out.eq(total)
     return out
+
+
+def delayed(m: Module, en, values, stages: int, shape, name: str):
+    """``values`` through ``stages`` registers each (advancing on ``en``), named
+    ``name.format(k)`` for the ``k``-th value; returns the last registers."""
+    for _ in range(stages):
+        regs = [Signal(shape, name=name.format(k)) for k in range(len(values))]
+        with m.If(en):
+            m.d.sync += [r.eq(v) for r, v in zip(regs, values)]
+        values = regs
+    return values
 
 
 def adder_tree_stages(count: int, levels_per_stage: int = 2) -> int:

@@ -21,7 +21,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .beats import SkidBuffer, beat_layout
-from .mac import MULTIPLY_STAGES, adder_tree, adder_tree_stages, group_rom, product, signed_bits
+from .mac import MULTIPLY_STAGES, delayed, adder_tree, adder_tree_stages, group_rom, product, signed_bits
 from .requant import Requantizer, acc_layout
 from .schedule import requant_share, shared_requant_delay
 from .width import Gather, Split
@@ -206,23 +206,15 @@ class PointwiseMAC(wiring.Component):
         # -- multiply: P x S products; the biases move along ----------------------------------
         products = [[product(m, en, operands[k][s], params.w[k][s], kind=self.multiplier_kind, name=f"p{k}_{s}")
                      for s in range(S)] for k in range(P)]
-        bias = [params.bias[k] for k in range(P)]
-        for _ in range(MULTIPLY_STAGES[self.multiplier_kind]):
-            delayed = [Signal(signed(32), name=f"bias{k}") for k in range(P)]
-            with m.If(en):
-                m.d.sync += [d.eq(b) for d, b in zip(delayed, bias)]
-            bias = delayed
+        bias = delayed(m, en, [params.bias[k] for k in range(P)], MULTIPLY_STAGES[self.multiplier_kind],
+                       signed(32), "bias{}")
 
         # -- adder tree over the SIMD products (bias delayed alongside) ------------------------
         sums, tree_stages = [], 0
         for k in range(P):
             total, tree_stages = adder_tree(m, en, products[k], width=self.tree_bits, name=f"pe{k}")
             sums.append(total)
-        for _ in range(tree_stages):
-            delayed = [Signal(signed(32), name=f"bias{k}_d") for k in range(P)]
-            with m.If(en):
-                m.d.sync += [d.eq(v) for d, v in zip(delayed, bias)]
-            bias = delayed
+        bias = delayed(m, en, bias, tree_stages, signed(32), "bias{}_d")
 
         # -- accumulate over the chunks, starting from the bias --------------------------------
         acc = [Signal(signed(self.tree_bits), name=f"acc{k}") for k in range(P)]
