@@ -73,11 +73,11 @@ class DepthwiseMAC(wiring.Component):
 
     @property
     def stages(self):
-        """operands (taps + offset, weights read), multiply (two stages in logic), then the
-        adder tree's stages."""
+        """operands (taps + offset, weights read), weights (the ROM's output registered, so no
+        block RAM drives a multiplier), multiply (two stages in logic), the adder tree's stages."""
         tree = adder_tree_stages(self.kernel ** 2 + 1)
         multiply = ("multiply",) if self.multiplier_kind == "dsp" else ("rows", "multiply")
-        return ("operands", *multiply, *(f"sum{k}" for k in range(tree)))
+        return ("operands", "weights", *multiply, *(f"sum{k}" for k in range(tree)))
 
     @property
     def latency(self):
@@ -107,6 +107,13 @@ class DepthwiseMAC(wiring.Component):
                     m.d.sync += taps[t][l].eq(self.i.payload.data[t][l] + self.input_offset)
 
         # multiply: K^2 x lanes products and the bias, registered.
+        # weights: the ROM output and the taps registered once more
+        weights = Signal(row, name="weights")
+        with m.If(en):
+            m.d.sync += weights.eq(params)
+        taps = [delayed(m, en, taps[t], 1, signed(self.bits + 1), f"tap{t}_{{}}_w") for t in range(K2)]
+        params = weights
+
         products = [[product(m, en, taps[t][l], params.w[t][l], kind=self.multiplier_kind, name=f"p{t}_{l}")
                      for t in range(K2)] for l in range(L)]
         bias = delayed(m, en, [params.bias[l] for l in range(L)], MULTIPLY_STAGES[self.multiplier_kind],
@@ -122,7 +129,7 @@ class DepthwiseMAC(wiring.Component):
             m.d.comb += self.o.payload.data[l].eq(sums[l])
 
         # valid and flags travel with the data.
-        depth = 1 + MULTIPLY_STAGES[self.multiplier_kind] + tree_stages
+        depth = 2 + MULTIPLY_STAGES[self.multiplier_kind] + tree_stages
         valid = Signal(depth)
         flags = [Signal(2, name=f"flags{k}") for k in range(depth)]
         with m.If(en):

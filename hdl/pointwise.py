@@ -95,9 +95,10 @@ class PointwiseMAC(wiring.Component):
 
     @property
     def stages(self):
-        """operands (chunk + weights), multiply (two stages in logic), the adder tree, accumulate."""
+        """operands (chunk + weights read), weights (the ROM's output registered, so no block
+        RAM drives a multiplier), multiply (two stages in logic), the adder tree, accumulate."""
         multiply = ("multiply",) if self.multiplier_kind == "dsp" else ("rows", "multiply")
-        return ("operands", *multiply, *(f"sum{k}" for k in range(adder_tree_stages(self.simd))),
+        return ("operands", "weights", *multiply, *(f"sum{k}" for k in range(adder_tree_stages(self.simd))),
                 "accumulate")
 
     @property
@@ -185,9 +186,10 @@ class PointwiseMAC(wiring.Component):
                                         "first": 1, "last": 1})
         stages = self.stages
         ctl = [Signal(ctl_layout, name=f"ctl_{name}") for name in stages]
-        params = group_rom(m, "weights", data.StructLayout({
+        rom_layout = data.StructLayout({
             "w": data.ArrayLayout(data.ArrayLayout(signed(self.weight_bits), S), P),
-            "bias": data.ArrayLayout(signed(32), P)}), self._rom_rows(), op, en)
+            "bias": data.ArrayLayout(signed(32), P)})
+        rom_data = group_rom(m, "weights", rom_layout, self._rom_rows(), op, en)
         table = self._chunk_table()
         operands = [Signal(chunk_layout, name=f"operand{k}") for k in range(P)]
         chunks = Array(current[c] for c in range(n_chunks))
@@ -202,6 +204,12 @@ class PointwiseMAC(wiring.Component):
                 m.d.sync += operands[k].eq(chunks[index])
             for s in range(1, len(stages)):
                 m.d.sync += ctl[s].eq(ctl[s - 1])
+
+        # -- weights: the ROM output and the operands registered once more --------------------
+        params = Signal(rom_layout, name="weights")
+        with m.If(en):
+            m.d.sync += params.eq(rom_data)
+        operands = delayed(m, en, operands, 1, chunk_layout, "operand{}_w")
 
         # -- multiply: P x S products; the biases move along ----------------------------------
         products = [[product(m, en, operands[k][s], params.w[k][s], kind=self.multiplier_kind, name=f"p{k}_{s}")

@@ -82,7 +82,7 @@ def _depthwise_times(stage: Depthwise, t_in: np.ndarray) -> np.ndarray:
     fire[t_in.size:] = t_in[-1] + 1 + np.arange(slots - t_in.size)       # virtual slots
     emission = s.emission_slots.reshape(-1)
     beats = (emission[:, None] * groups + np.arange(groups)[None, :]).reshape(-1)
-    mac_latency = 1 + _multiply_stages(stage) + _adder_stages(stage.kernel ** 2 + 1)
+    mac_latency = 2 + _multiply_stages(stage) + _adder_stages(stage.kernel ** 2 + 1)   # operands, weights
     return fire[beats] + WINDOW_LATENCY + mac_latency + REQUANT_LATENCY
 
 
@@ -105,7 +105,7 @@ def _pointwise_times(stage: Pointwise, t_in: np.ndarray) -> np.ndarray:
     chunks = c_in // g // stage.simd
     ops = batches * chunks
     swap = _buffered_pixels(t_in, beats_in, ops)
-    mac_stages = 2 + _multiply_stages(stage) + _adder_stages(stage.simd)   # operands, multiply, tree, accumulate
+    mac_stages = 3 + _multiply_stages(stage) + _adder_stages(stage.simd)   # operands, weights, multiply, tree, accumulate
     last_op = (np.arange(batches) + 1) * chunks - 1        # op index of each batch's last chunk
     requant = REQUANT_LATENCY + shared_requant_delay(requant_share(stage.pe, chunks))
     out = swap[:, None] + 1 + last_op[None, :] + mac_stages + requant

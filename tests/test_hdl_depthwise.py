@@ -189,8 +189,8 @@ def test_depthwise_mac_properties(kernel, lanes):
     mac = DepthwiseMAC.for_stage(stage)
     Fragment.get(mac, None)
     assert mac.multipliers == kernel * kernel * lanes
-    assert mac.latency == len(mac.stages) == 2 + adder_tree_stages(kernel * kernel + 1)
-    assert mac.stages[:2] == ("operands", "multiply")
+    assert mac.stages[:3] == ("operands", "weights", "multiply")
+    assert mac.latency == len(mac.stages) == 3 + adder_tree_stages(kernel * kernel + 1)
     assert mac.acc_bits == stage.accumulator_bits
     unit = DepthwiseUnit(stage)
     Fragment.get(unit, None)
@@ -279,7 +279,7 @@ def test_depthwise_unit_logic_multipliers(geometry):
     unit, _, _ = run_unit(stage, random_frames(rng, stage), source="random", sink="bursty", seed=5)
     dsp = DepthwiseUnit(depthwise_stage(*geometry, seed=21))
     Fragment.get(dsp, None)
-    assert unit.mac.stages == ("operands", "rows", "multiply", *dsp.mac.stages[2:])
+    assert unit.mac.stages == ("operands", "weights", "rows", "multiply", *dsp.mac.stages[3:])
     assert unit.latency == dsp.latency + 1
     unit, cycles, _ = run_unit(stage, random_frames(rng, stage, 2))
     assert cycles == unit.window.schedule.frame_cycles(groups=stage.input.channels // stage.lanes,

@@ -194,7 +194,8 @@ def test_pointwise_mac_properties(geometry):
     mac = PointwiseMAC.for_stage(stage)
     Fragment.get(mac, None)
     assert mac.multipliers == pe * simd
-    assert mac.latency == len(mac.stages) == 3 + adder_tree_stages(simd)
+    assert mac.stages[:3] == ("operands", "weights", "multiply")
+    assert mac.latency == len(mac.stages) == 4 + adder_tree_stages(simd)
     assert mac.operations == (c_out // pe) * (c_in // groups // simd)
     assert mac.cycles_per_pixel == pointwise_cycles_per_pixel(c_in, c_out, groups, pe, simd)
     # Whenever pe divides C_out / groups (or spans whole groups), the array never idles:
@@ -295,7 +296,7 @@ def test_pointwise_unit_logic_multipliers(geometry):
     unit, cycles, _ = run_unit(stage, random_frames(rng, stage, 1))
     dsp = PointwiseUnit(pointwise_stage(2, 3, *geometry, seed=23))
     Fragment.get(dsp, None)
-    assert unit.mac.stages == ("operands", "rows", "multiply", *dsp.mac.stages[2:])
+    assert unit.mac.stages == ("operands", "weights", "rows", "multiply", *dsp.mac.stages[3:])
     assert unit.latency == dsp.latency + 1
     assert cycles == pointwise_frame_cycles(6, c_in, c_out, groups, pe, simd, unit.latency)
 
