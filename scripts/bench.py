@@ -587,9 +587,9 @@ def format_markdown(results: dict) -> str:
     targets = results.get("targets", {})
     lines = ["# convgen bench", ""]
     lines.append(f"Simulation: {results['frames']} random frame(s) back to back on {results['simulator']}, "
-                 f"source always valid, sink always ready; cycles per frame from the first input to "
-                 f"the last output transfer, averaged over the frames. Analytic: the cost model's "
-                 f"cycles per frame (without pipeline latency).")
+                 f"source always valid, sink always ready; cycles per frame: the period between the "
+                 f"last output beats of the last two frames (one frame: first input to last output). "
+                 f"Analytic: the cost model's cycles per frame (without pipeline latency).")
     if targets:
         clocks = ", ".join(f"{t} {v['clock_mhz']:g} MHz" for t, v in targets.items())
         lines.append("")

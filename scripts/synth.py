@@ -59,12 +59,14 @@ def nextpnr_utilization(log: str) -> dict:
 
 def nextpnr_fit_failure(log: str, device: str) -> str | None:
     """``"does not fit DEVICE: KIND used of available"`` when the nextpnr ``log`` says the
-    design ran out of a kind of BEL, else None."""
+    design ran out of a kind of BEL or uses more of one than the device has, else None."""
+    utilization = nextpnr_utilization(log)
+    over = [kind for kind, (used, available) in utilization.items() if used > available]
     missing = _NO_BELS.search(log)
-    if not missing:
+    if not missing and not over:
         return None
-    kind = missing.group(1)
-    used, available = nextpnr_utilization(log).get(kind, (None, None))
+    kind = missing.group(1) if missing else over[0]     # e.g. "Failed to expand region ... ICESTORM_LCs"
+    used, available = utilization.get(kind, (None, None))
     return (f"does not fit {device}: {kind} {used} used of {available}" if used is not None
             else f"does not fit {device}: not enough {kind}")
 

@@ -206,3 +206,19 @@ def test_main_exit_status_and_quiet(tmp_path, monkeypatch, capsys):
 
     assert toolchain.main([]) == 1
     assert capsys.readouterr().out.splitlines()[0].split() == ["tool", "version", "path", "status"]
+
+
+def test_nextpnr_fit_failure_names_the_resource():
+    """Both ways nextpnr runs out: no BEL left for a cell type, or a region that cannot hold
+    the cells (logic over 100%); and a log that fits gives None."""
+    from convgen.synth import nextpnr_fit_failure
+    head = ("Info: Device utilisation:\n"
+            "Info: \t         ICESTORM_LC:    {lc}/   5280   {pct}%\n"
+            "Info: \t        ICESTORM_DSP:       {dsp}/      8   100%\n")
+    over_lc = head.format(lc=5424, pct=102, dsp=8) + \
+        "ERROR: Failed to expand region (0, 0) |_> (25, 31) of 5424 ICESTORM_LCs\n"
+    assert nextpnr_fit_failure(over_lc, "icebreaker") == "does not fit icebreaker: ICESTORM_LC 5424 used of 5280"
+    no_dsp = head.format(lc=1000, pct=18, dsp=9) + \
+        "ERROR: Unable to place cell 'x', no BELs remaining to implement cell type 'ICESTORM_DSP'\n"
+    assert nextpnr_fit_failure(no_dsp, "up5k") == "does not fit up5k: ICESTORM_DSP 9 used of 8"
+    assert nextpnr_fit_failure(head.format(lc=1000, pct=18, dsp=8), "up5k") is None
