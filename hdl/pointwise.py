@@ -277,7 +277,7 @@ class PointwiseUnit(wiring.Component):
         m.submodules.requant = self.requant
         wiring.connect(m, wiring.flipped(self.i), self.mac.i)
         if self.share > 1:
-            m.submodules.skid = self._skid
+            m.submodules.acc_skid = self._skid
             m.submodules.split = self._split
             m.submodules.gather = self._gather
             wiring.connect(m, self.mac.o, self._skid.i)

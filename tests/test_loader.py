@@ -130,6 +130,7 @@ def assert_same_config(a: C.EngineConfig, b: C.EngineConfig):
 EXPECTED = {
     "dilated_dw": (["depthwise"], [("dw", (16, 16, 16))], 4),
     "dws_layer": (["depthwise", "pointwise"], [("dw", (16, 16, 16)), ("pw", (16, 16, 32))], 1),
+    "dws_layer_up5k": (["depthwise", "pointwise"], [("dw", (16, 16, 16)), ("pw", (16, 16, 32))], 1),
     "mobilenetv2_block": (["pointwise", "depthwise", "pointwise", "add"],
                           [("expand", (16, 16, 48)), ("dw", (16, 16, 48)), ("project", (16, 16, 8)),
                            ("residual", (16, 16, 8))], 1),
@@ -186,6 +187,12 @@ def test_example_details():
     for name in ("dws_layer", "mobilenetv2_block", "mobilenetv2_block_s2", "shufflenet_unit"):
         config = load_config(REPO / "examples" / f"{name}.toml")
         assert not any(s.requant_is_power_of_two for s in config.stages if isinstance(s, C.ConvStage))
+
+    up5k = load_config(REPO / "examples" / "dws_layer_up5k.toml")      # sized for 8 DSPs
+    assert all(s.requant_is_power_of_two for s in up5k.stages)
+    assert up5k.stage("dw").multipliers == "logic" and up5k.stage("pw").multipliers == "dsp"
+    assert up5k.stage("pw").pe * up5k.stage("pw").simd == 8
+    assert load_config(REPO / "examples" / "mobilenetv2_block.toml").stage("dw").multipliers == "logic"
 
     shuffle = load_config(REPO / "examples" / "shufflenet_unit.toml")
     assert shuffle.stage("gconv1").groups == 4 and shuffle.stage("shuffle").groups == 4
