@@ -21,7 +21,7 @@ from amaranth.hdl import Module, Signal
 from amaranth.sim import Simulator
 
 __all__ = ["PATTERNS", "pauses", "stream_put", "stream_get", "run_stream", "frame_beats", "beats_frame",
-           "protocol_monitor", "run_frames"]
+           "protocol_monitor", "run_frames", "random_frames", "with_numbers", "window_geometries"]
 
 PATTERNS = ("none", "periodic", "random", "bursty")
 
@@ -186,3 +186,43 @@ def run_frames(dut, frames, expected, lanes_in: int, lanes_out: int, *, source="
         np.testing.assert_array_equal(frame, want)
         got.append(frame)
     return cycles, got
+
+
+def random_frames(rng, stage, n=2):
+    """``n`` uniformly random input frames of ``stage`` (:func:`convgen.sim.golden.random_input`)."""
+    from .golden import random_input
+    return [random_input(stage.input, rng) for _ in range(n)]
+
+
+def with_numbers(stage, weights, bias, real=None):
+    """The convolution ``stage`` with replaced weights and bias and, given ``real``, one
+    requantization scale for every output channel."""
+    import dataclasses
+
+    from . import arith
+    changes = {"weights": np.asarray(weights, dtype=np.int64), "bias": np.asarray(bias, dtype=np.int64)}
+    if real is not None:
+        m, s = arith.quantize_multiplier(real, stage.rounding)
+        c = stage.output.channels
+        changes.update(multiplier=np.full(c, m), shift=np.full(c, s))
+    return dataclasses.replace(stage, **changes)
+
+
+def window_geometries(count, seed, *, max_side, max_elements):
+    """Seeded random window geometries ``(h, w, c, lanes, kernel, stride, dilation, padding)``
+    that the configuration accepts: sides below ``max_side``, ``h * w * c <= max_elements``."""
+    rng = np.random.default_rng(seed)
+    found = []
+    while len(found) < count:
+        k = int(rng.choice([1, 3, 5, 7]))
+        s, d = int(rng.integers(1, 5)), int(rng.integers(1, 5))
+        pad = str(rng.choice(["same", "valid"]))
+        h, w = int(rng.integers(1, max_side)), int(rng.integers(1, max_side))
+        c = int(rng.integers(1, 5))
+        lanes = int(rng.choice([l for l in range(1, c + 1) if c % l == 0]))
+        if pad == "valid" and (k - 1) * d + 1 > min(h, w):
+            continue
+        if h * w * c > max_elements:
+            continue
+        found.append((h, w, c, lanes, k, s, d, pad))
+    return found

@@ -10,7 +10,6 @@ reassembled with ``bench.beats_frame`` (first/last checked).
 
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pytest
@@ -33,9 +32,6 @@ def depthwise_stage(h, w, c, lanes, kernel, stride, dilation, padding, *, seed=0
     return config_from_dict(doc).stages[0]
 
 
-def random_frames(rng, stage, n=2):
-    spec = stage.input
-    return [rng.integers(spec.qmin, spec.qmax, size=spec.shape, endpoint=True) for _ in range(n)]
 
 
 def run_unit(stage, frames, *, source="none", sink="none", seed=0):
@@ -47,14 +43,6 @@ def run_unit(stage, frames, *, source="none", sink="none", seed=0):
     return unit, cycles, got
 
 
-def with_numbers(stage, weights, bias, real=None):
-    """The stage with replaced weights and bias (and a uniform requantization scale)."""
-    c = stage.input.channels
-    changes = {"weights": np.asarray(weights, dtype=np.int64), "bias": np.asarray(bias, dtype=np.int64)}
-    if real is not None:
-        m, s = arith.quantize_multiplier(real, stage.rounding)
-        changes.update(multiplier=np.full(c, m), shift=np.full(c, s))
-    return dataclasses.replace(stage, **changes)
 
 
 # (height, width, channels, lanes, kernel, stride, dilation, padding)
@@ -86,14 +74,14 @@ def test_depthwise_unit_random(geometry):
     stage = depthwise_stage(*geometry, seed=200 + index, activation=activation,
                             rounding=arith.ROUNDINGS[index % 2])
     rng = np.random.default_rng([201, index])
-    run_unit(stage, random_frames(rng, stage), source=source, sink=sink, seed=index)
+    run_unit(stage, bench.random_frames(rng, stage), source=source, sink=sink, seed=index)
 
 
 @pytest.mark.parametrize("source,sink", PAIRS + [("random", "random"), ("bursty", "bursty")])
 def test_depthwise_unit_patterns(source, sink):
     stage = depthwise_stage(4, 5, 4, 2, 3, 2, 1, "same", seed=202)
     rng = np.random.default_rng([203, bench.PATTERNS.index(source), bench.PATTERNS.index(sink)])
-    run_unit(stage, random_frames(rng, stage, 3), source=source, sink=sink, seed=7)
+    run_unit(stage, bench.random_frames(rng, stage, 3), source=source, sink=sink, seed=7)
 
 
 def test_depthwise_unit_all_max():
@@ -103,7 +91,7 @@ def test_depthwise_unit_all_max():
     k, c = 3, 2
     weights = np.full((k, k, c), 127)
     acc_max = 9 * 127 * 255
-    stage = with_numbers(stage, weights, np.full(c, 1 << 20), real=100.0 / (acc_max + (1 << 20)))
+    stage = bench.with_numbers(stage, weights, np.full(c, 1 << 20), real=100.0 / (acc_max + (1 << 20)))
     assert stage.accumulator_range[1] == acc_max + (1 << 20)
     frames = [np.full((3, 4, 2), 127), np.full((3, 4, 2), -128)]
     _, _, got = run_unit(stage, frames, source="random", sink="random", seed=1)
@@ -115,7 +103,7 @@ def test_depthwise_unit_all_min():
     stage = depthwise_stage(3, 3, 2, 2, 3, 1, 1, "same", activation="none", input_extra={"zero_point": 127})
     weights = np.full((3, 3, 2), -128)
     acc = 9 * 128 * 255
-    stage = with_numbers(stage, weights, np.full(2, -(1 << 24)), real=100.0 / (acc + (1 << 24)))
+    stage = bench.with_numbers(stage, weights, np.full(2, -(1 << 24)), real=100.0 / (acc + (1 << 24)))
     frames = [np.full((3, 3, 2), -128), np.full((3, 3, 2), 127), np.full((3, 3, 2), -128)]
     run_unit(stage, frames, source="bursty", sink="random", seed=2)
 
@@ -129,11 +117,11 @@ def test_depthwise_unit_wide_extremes():
     weights[:, :, 1] = -2048
     weights[3, 3, 1] = 2047
     acc = 49 * 2048 * 4095
-    stage = with_numbers(stage, weights, np.array([arith.INT32_MAX - acc, arith.INT32_MIN + acc]),
-                         real=1500.0 / arith.INT32_MAX)
+    stage = bench.with_numbers(stage, weights, np.array([arith.INT32_MAX - acc, arith.INT32_MIN + acc]),
+                               real=1500.0 / arith.INT32_MAX)
     assert stage.accumulator_bits == 32
     rng = np.random.default_rng(204)
-    frames = [np.full((2, 3, 2), 2047), np.full((2, 3, 2), -2048), *random_frames(rng, stage, 1)]
+    frames = [np.full((2, 3, 2), 2047), np.full((2, 3, 2), -2048), *bench.random_frames(rng, stage, 1)]
     run_unit(stage, frames, source="periodic", sink="random", seed=3)
 
 
@@ -142,10 +130,10 @@ def test_depthwise_unit_relu6_clamps_inside():
     stage = depthwise_stage(4, 4, 2, 1, 3, 1, 1, "same", activation="relu6", zero_point=-110, scale=0.04)
     assert stage.activation_range == (-110, 40)
     rng = np.random.default_rng(205)
-    frames = random_frames(rng, stage)
+    frames = bench.random_frames(rng, stage)
     acc = golden.depthwise_accumulate(frames[0], stage.weights, stage.bias, stage.input_offset, 1, 1,
                                       (stage.pad_top_bottom, stage.pad_left_right))
-    stage = with_numbers(stage, stage.weights, stage.bias, real=300.0 / np.abs(acc).max())
+    stage = bench.with_numbers(stage, stage.weights, stage.bias, real=300.0 / np.abs(acc).max())
     _, _, got = run_unit(stage, frames, source="random", sink="periodic", seed=4)
     out = np.concatenate([g.reshape(-1) for g in got])
     assert (out == -110).any() and (out == 40).any()
@@ -157,7 +145,7 @@ def test_depthwise_unit_zero_point_extremes(zero_point):
     stage = depthwise_stage(4, 3, 2, 1, 3, 1, 1, "same", activation="none",
                             input_extra={"zero_point": zero_point}, zero_point=-zero_point - 1)
     rng = np.random.default_rng(206)
-    run_unit(stage, random_frames(rng, stage), source="bursty", sink="bursty", seed=5)
+    run_unit(stage, bench.random_frames(rng, stage), source="bursty", sink="bursty", seed=5)
 
 
 @pytest.mark.parametrize("rounding", arith.ROUNDINGS)
@@ -167,7 +155,7 @@ def test_depthwise_unit_power_of_two(rounding):
     Fragment.get(unit, None)
     assert unit.requant.power_of_two
     rng = np.random.default_rng(207)
-    run_unit(stage, random_frames(rng, stage), source="random", sink="random", seed=6)
+    run_unit(stage, bench.random_frames(rng, stage), source="random", sink="random", seed=6)
 
 
 @pytest.mark.parametrize("geometry", GEOMETRIES, ids=geometry_id)
@@ -175,7 +163,7 @@ def test_depthwise_unit_throughput(geometry):
     stage = depthwise_stage(*geometry, seed=1)
     rng = np.random.default_rng(208)
     frames = 2
-    unit, cycles, _ = run_unit(stage, random_frames(rng, stage, frames))
+    unit, cycles, _ = run_unit(stage, bench.random_frames(rng, stage, frames))
     expected = unit.window.schedule.frame_cycles(groups=stage.input.channels // stage.lanes,
                                                  latency=unit.latency, frames=frames)
     print(f"DepthwiseUnit {geometry_id(geometry)}, {frames} frames, latency {unit.latency}: "
@@ -215,28 +203,13 @@ def test_depthwise_unit_widths(bits_in, weight_bits, bits_out):
     stage = depthwise_stage(3, 3, 2, 1, 3, 1, 1, "same", seed=bits_in * 17 + weight_bits, activation="none",
                             input_extra={"bits": bits_in}, bits=bits_out, weight_bits=weight_bits)
     rng = np.random.default_rng([212, bits_in, weight_bits])
-    frames = random_frames(rng, stage)
+    frames = bench.random_frames(rng, stage)
     frames[1][:] = stage.input.qmax
     run_unit(stage, frames, source="random", sink="random", seed=bits_in)
 
 
 def fuzz_geometries(count, seed):
-    """Seeded random geometries that the configuration accepts."""
-    rng = np.random.default_rng(seed)
-    found = []
-    while len(found) < count:
-        k = int(rng.choice([1, 3, 5, 7]))
-        s, d = int(rng.integers(1, 5)), int(rng.integers(1, 5))
-        pad = str(rng.choice(["same", "valid"]))
-        h, w = int(rng.integers(1, 7)), int(rng.integers(1, 7))
-        c = int(rng.integers(1, 5))
-        lanes = int(rng.choice([l for l in range(1, c + 1) if c % l == 0]))
-        if pad == "valid" and (k - 1) * d + 1 > min(h, w):
-            continue
-        if h * w * c > 60:
-            continue
-        found.append((h, w, c, lanes, k, s, d, pad))
-    return found
+    return bench.window_geometries(count, seed, max_side=7, max_elements=60)
 
 
 FUZZ = fuzz_geometries(10, 213)
@@ -249,7 +222,7 @@ def test_depthwise_unit_fuzz(geometry):
     stage = depthwise_stage(*geometry, seed=220 + index, activation=("relu", "relu6", "none")[index % 3],
                             rounding=arith.ROUNDINGS[(index // 2) % 2])
     rng = np.random.default_rng([221, index])
-    unit, cycles, _ = run_unit(stage, random_frames(rng, stage), source=source, sink=sink, seed=index)
+    unit, cycles, _ = run_unit(stage, bench.random_frames(rng, stage), source=source, sink=sink, seed=index)
     if (source, sink) == ("none", "none"):
         assert cycles == unit.window.schedule.frame_cycles(stage.input.channels // stage.lanes, unit.latency, 2)
 
@@ -265,7 +238,7 @@ def test_depthwise_unit_fuzz_many(geometry):
     stage = depthwise_stage(*geometry, seed=230 + index, activation=("relu", "relu6", "none")[index % 3],
                             rounding=arith.ROUNDINGS[(index // 3) % 2])
     rng = np.random.default_rng([231, index])
-    run_unit(stage, random_frames(rng, stage), source=source, sink=sink, seed=index)
+    run_unit(stage, bench.random_frames(rng, stage), source=source, sink=sink, seed=index)
 
 
 # -- multipliers built in logic (no DSP) ---------------------------------------------------------
@@ -276,12 +249,12 @@ def test_depthwise_unit_logic_multipliers(geometry):
     """Shift-and-add multipliers: bit-exact under stalls, one more stage, same throughput."""
     stage = depthwise_stage(*geometry, seed=21, multipliers="logic")
     rng = np.random.default_rng(221)
-    unit, _, _ = run_unit(stage, random_frames(rng, stage), source="random", sink="bursty", seed=5)
+    unit, _, _ = run_unit(stage, bench.random_frames(rng, stage), source="random", sink="bursty", seed=5)
     dsp = DepthwiseUnit(depthwise_stage(*geometry, seed=21))
     Fragment.get(dsp, None)
     assert unit.mac.stages == ("operands", "weights", "rows", "multiply", *dsp.mac.stages[3:])
     assert unit.latency == dsp.latency + 1
-    unit, cycles, _ = run_unit(stage, random_frames(rng, stage, 2))
+    unit, cycles, _ = run_unit(stage, bench.random_frames(rng, stage, 2))
     assert cycles == unit.window.schedule.frame_cycles(groups=stage.input.channels // stage.lanes,
                                                        latency=unit.latency, frames=2)
 
@@ -296,8 +269,8 @@ def test_depthwise_unit_logic_multipliers_extremes(weight_bits):
     weights[:, :, 1] = hi
     weights[1, 1, 0] = hi
     worst = 9 * 256 * (1 << (weight_bits - 1))
-    stage = with_numbers(stage, weights, np.zeros(2, dtype=np.int64), real=100.0 / worst)
+    stage = bench.with_numbers(stage, weights, np.zeros(2, dtype=np.int64), real=100.0 / worst)
     rng = np.random.default_rng(222)
-    frames = [np.full((3, 3, 2), -128), np.full((3, 3, 2), 127), *random_frames(rng, stage, 1)]
+    frames = [np.full((3, 3, 2), -128), np.full((3, 3, 2), 127), *bench.random_frames(rng, stage, 1)]
     _, _, got = run_unit(stage, frames, source="periodic", sink="random", seed=6)
     assert max(int(np.abs(g).max()) for g in got) >= 50          # the products reach the output

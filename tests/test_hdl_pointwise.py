@@ -9,7 +9,6 @@ groups (a multiple of ``C_out / groups`` with ``simd = C_in / groups``), ``simd`
 
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pytest
@@ -33,9 +32,6 @@ def pointwise_stage(h, w, c_in, c_out, groups, pe, simd, *, seed=0, activation="
     return config_from_dict(doc).stages[0]
 
 
-def random_frames(rng, stage, n=2):
-    spec = stage.input
-    return [rng.integers(spec.qmin, spec.qmax, size=spec.shape, endpoint=True) for _ in range(n)]
 
 
 def run_unit(stage, frames, *, source="none", sink="none", seed=0):
@@ -47,13 +43,6 @@ def run_unit(stage, frames, *, source="none", sink="none", seed=0):
     return unit, cycles, got
 
 
-def with_numbers(stage, weights, bias, real=None):
-    changes = {"weights": np.asarray(weights, dtype=np.int64), "bias": np.asarray(bias, dtype=np.int64)}
-    if real is not None:
-        m, s = arith.quantize_multiplier(real, stage.rounding)
-        c = stage.output.channels
-        changes.update(multiplier=np.full(c, m), shift=np.full(c, s))
-    return dataclasses.replace(stage, **changes)
 
 
 # (c_in, c_out, groups, pe, simd)
@@ -87,7 +76,7 @@ def test_pointwise_unit_random(geometry):
     stage = pointwise_stage(2, 3, *geometry, seed=300 + index, activation=("relu6", "none", "relu")[index % 3],
                             rounding=arith.ROUNDINGS[index % 2])
     rng = np.random.default_rng([301, index])
-    run_unit(stage, random_frames(rng, stage), source=source, sink=sink, seed=index)
+    run_unit(stage, bench.random_frames(rng, stage), source=source, sink=sink, seed=index)
 
 
 @pytest.mark.parametrize("source,sink", PAIRS + [("random", "random"), ("bursty", "bursty")])
@@ -95,21 +84,21 @@ def test_pointwise_unit_random(geometry):
 def test_pointwise_unit_patterns(geometry, source, sink):
     stage = pointwise_stage(2, 2, *geometry, seed=302)
     rng = np.random.default_rng([303, bench.PATTERNS.index(source), bench.PATTERNS.index(sink)])
-    run_unit(stage, random_frames(rng, stage, 3), source=source, sink=sink, seed=8)
+    run_unit(stage, bench.random_frames(rng, stage, 3), source=source, sink=sink, seed=8)
 
 
 def test_pointwise_unit_one_pixel_frames():
     """1x1 frames: the first and last pixel of a frame are the same pixel."""
     stage = pointwise_stage(1, 1, 4, 4, 2, 2, 1, seed=304)
     rng = np.random.default_rng(305)
-    run_unit(stage, random_frames(rng, stage, 4), source="random", sink="bursty", seed=1)
+    run_unit(stage, bench.random_frames(rng, stage, 4), source="random", sink="bursty", seed=1)
 
 
 def test_pointwise_unit_all_max():
     """All-max weights and inputs with the input zero point at the minimum, scaled into range."""
     stage = pointwise_stage(2, 2, 8, 4, 1, 2, 4, activation="none", input_extra={"zero_point": -128})
     acc = 8 * 127 * 255 + (1 << 20)
-    stage = with_numbers(stage, np.full((4, 8), 127), np.full(4, 1 << 20), real=100.0 / acc)
+    stage = bench.with_numbers(stage, np.full((4, 8), 127), np.full(4, 1 << 20), real=100.0 / acc)
     assert stage.accumulator_range[1] == acc
     frames = [np.full((2, 2, 8), 127), np.full((2, 2, 8), -128)]
     _, _, got = run_unit(stage, frames, source="periodic", sink="random", seed=2)
@@ -120,7 +109,7 @@ def test_pointwise_unit_all_min():
     """All-min weights (-128) against inputs at both ends, zero point at the top."""
     stage = pointwise_stage(2, 2, 8, 4, 2, 2, 2, activation="none", input_extra={"zero_point": 127})
     acc = 4 * 128 * 255 + (1 << 24)
-    stage = with_numbers(stage, np.full((4, 4), -128), np.full(4, -(1 << 24)), real=100.0 / acc)
+    stage = bench.with_numbers(stage, np.full((4, 4), -128), np.full(4, -(1 << 24)), real=100.0 / acc)
     frames = [np.full((2, 2, 8), -128), np.full((2, 2, 8), 127)]
     run_unit(stage, frames, source="random", sink="random", seed=3)
 
@@ -131,11 +120,11 @@ def test_pointwise_unit_wide_extremes():
                             input_extra={"bits": 12, "zero_point": -2048})
     weights = np.array([[2047] * 8, [-2048] * 8])
     acc = 8 * 2048 * 4095
-    stage = with_numbers(stage, weights, np.array([arith.INT32_MAX - acc, arith.INT32_MIN + acc]),
-                         real=1500.0 / arith.INT32_MAX)
+    stage = bench.with_numbers(stage, weights, np.array([arith.INT32_MAX - acc, arith.INT32_MIN + acc]),
+                               real=1500.0 / arith.INT32_MAX)
     assert stage.accumulator_bits == 32
     rng = np.random.default_rng(306)
-    frames = [np.full((1, 2, 8), 2047), np.full((1, 2, 8), -2048), *random_frames(rng, stage, 1)]
+    frames = [np.full((1, 2, 8), 2047), np.full((1, 2, 8), -2048), *bench.random_frames(rng, stage, 1)]
     run_unit(stage, frames, source="bursty", sink="periodic", seed=4)
 
 
@@ -143,9 +132,9 @@ def test_pointwise_unit_relu6_clamps_inside():
     stage = pointwise_stage(3, 3, 4, 4, 1, 2, 2, activation="relu6", zero_point=-110, scale=0.04, seed=307)
     assert stage.activation_range == (-110, 40)
     rng = np.random.default_rng(308)
-    frames = random_frames(rng, stage)
+    frames = bench.random_frames(rng, stage)
     acc = golden.pointwise_accumulate(frames[0], stage.weights, stage.bias, stage.input_offset)
-    stage = with_numbers(stage, stage.weights, stage.bias, real=300.0 / np.abs(acc).max())
+    stage = bench.with_numbers(stage, stage.weights, stage.bias, real=300.0 / np.abs(acc).max())
     _, _, got = run_unit(stage, frames, source="random", sink="periodic", seed=5)
     out = np.concatenate([g.reshape(-1) for g in got])
     assert (out == -110).any() and (out == 40).any()
@@ -156,7 +145,7 @@ def test_pointwise_unit_zero_point_extremes(zero_point):
     stage = pointwise_stage(2, 2, 4, 4, 2, 2, 1, activation="none", input_extra={"zero_point": zero_point},
                             zero_point=-zero_point - 1)
     rng = np.random.default_rng(309)
-    run_unit(stage, random_frames(rng, stage), source="bursty", sink="bursty", seed=6)
+    run_unit(stage, bench.random_frames(rng, stage), source="bursty", sink="bursty", seed=6)
 
 
 @pytest.mark.parametrize("rounding", arith.ROUNDINGS)
@@ -166,7 +155,7 @@ def test_pointwise_unit_power_of_two(rounding):
     Fragment.get(unit, None)
     assert unit.requant.power_of_two
     rng = np.random.default_rng(310)
-    run_unit(stage, random_frames(rng, stage), source="random", sink="random", seed=7)
+    run_unit(stage, bench.random_frames(rng, stage), source="random", sink="random", seed=7)
 
 
 @pytest.mark.parametrize("geometry", GEOMETRIES, ids=geometry_id)
@@ -175,13 +164,13 @@ def test_pointwise_unit_throughput(geometry):
     h, w = 2, 3
     stage = pointwise_stage(h, w, *geometry, seed=1)
     rng = np.random.default_rng(311)
-    unit, cycles, _ = run_unit(stage, random_frames(rng, stage, 1))
+    unit, cycles, _ = run_unit(stage, bench.random_frames(rng, stage, 1))
     expected = pointwise_frame_cycles(h * w, c_in, c_out, groups, pe, simd, unit.latency)
     print(f"PointwiseUnit {geometry_id(geometry)}, 1 frame of {h}x{w}, latency {unit.latency}: "
           f"measured {cycles} analytic {expected}")
     assert cycles == expected
     # Two frames back to back cost one stream of twice the pixels: no bubble at the border.
-    unit, cycles, _ = run_unit(stage, random_frames(rng, stage, 2))
+    unit, cycles, _ = run_unit(stage, bench.random_frames(rng, stage, 2))
     expected = pointwise_frame_cycles(2 * h * w, c_in, c_out, groups, pe, simd, unit.latency)
     print(f"PointwiseUnit {geometry_id(geometry)}, 2 frames of {h}x{w}: measured {cycles} analytic {expected}")
     assert cycles == expected
@@ -235,7 +224,7 @@ def test_pointwise_unit_widths(bits_in, weight_bits, bits_out):
     stage = pointwise_stage(2, 2, 4, 4, 1, 2, 2, seed=bits_in * 17 + weight_bits, activation="none",
                             input_extra={"bits": bits_in}, bits=bits_out, weight_bits=weight_bits)
     rng = np.random.default_rng([312, bits_in, weight_bits])
-    frames = random_frames(rng, stage)
+    frames = bench.random_frames(rng, stage)
     frames[1][:] = stage.input.qmax
     run_unit(stage, frames, source="random", sink="random", seed=bits_in)
 
@@ -265,7 +254,7 @@ def test_pointwise_unit_fuzz(geometry):
     stage = pointwise_stage(2, 2, *geometry, seed=320 + index, activation=("relu", "relu6", "none")[index % 3],
                             rounding=arith.ROUNDINGS[(index // 2) % 2])
     rng = np.random.default_rng([321, index])
-    unit, cycles, _ = run_unit(stage, random_frames(rng, stage), source=source, sink=sink, seed=index)
+    unit, cycles, _ = run_unit(stage, bench.random_frames(rng, stage), source=source, sink=sink, seed=index)
     if (source, sink) == ("none", "none"):
         assert cycles == pointwise_frame_cycles(8, *geometry, unit.latency)
 
@@ -281,7 +270,7 @@ def test_pointwise_unit_fuzz_many(geometry):
     stage = pointwise_stage(2, 2, *geometry, seed=330 + index, activation=("relu", "relu6", "none")[index % 3],
                             rounding=arith.ROUNDINGS[(index // 3) % 2])
     rng = np.random.default_rng([331, index])
-    run_unit(stage, random_frames(rng, stage), source=source, sink=sink, seed=index)
+    run_unit(stage, bench.random_frames(rng, stage), source=source, sink=sink, seed=index)
 
 
 # -- multipliers built in logic (no DSP) ---------------------------------------------------------
@@ -292,8 +281,8 @@ def test_pointwise_unit_logic_multipliers(geometry):
     c_in, c_out, groups, pe, simd = geometry
     stage = pointwise_stage(2, 3, *geometry, seed=23, multipliers="logic")
     rng = np.random.default_rng(323)
-    run_unit(stage, random_frames(rng, stage), source="bursty", sink="random", seed=7)
-    unit, cycles, _ = run_unit(stage, random_frames(rng, stage, 1))
+    run_unit(stage, bench.random_frames(rng, stage), source="bursty", sink="random", seed=7)
+    unit, cycles, _ = run_unit(stage, bench.random_frames(rng, stage, 1))
     dsp = PointwiseUnit(pointwise_stage(2, 3, *geometry, seed=23))
     Fragment.get(dsp, None)
     assert unit.mac.stages == ("operands", "weights", "rows", "multiply", *dsp.mac.stages[3:])
@@ -307,8 +296,8 @@ def test_pointwise_unit_logic_multipliers_extremes():
                             input_extra={"bits": 12, "zero_point": -2048}, multipliers="logic")
     weights = np.array([[2047] * 8, [-2048] * 8])
     acc = 8 * 2048 * 4095
-    stage = with_numbers(stage, weights, np.array([arith.INT32_MAX - acc, arith.INT32_MIN + acc]),
-                         real=1500.0 / arith.INT32_MAX)
+    stage = bench.with_numbers(stage, weights, np.array([arith.INT32_MAX - acc, arith.INT32_MIN + acc]),
+                               real=1500.0 / arith.INT32_MAX)
     rng = np.random.default_rng(324)
-    frames = [np.full((1, 2, 8), 2047), np.full((1, 2, 8), -2048), *random_frames(rng, stage, 1)]
+    frames = [np.full((1, 2, 8), 2047), np.full((1, 2, 8), -2048), *bench.random_frames(rng, stage, 1)]
     run_unit(stage, frames, source="random", sink="periodic", seed=8)

@@ -103,9 +103,6 @@ def check_windows(stage, frames, *, source="none", sink="none", seed=0):
     return dut, cycles
 
 
-def random_frames(rng, stage, n=2):
-    spec = stage.input
-    return [rng.integers(spec.qmin, spec.qmax, size=spec.shape, endpoint=True) for _ in range(n)]
 
 
 # (height, width, channels, lanes, kernel, stride, dilation, padding)
@@ -145,7 +142,7 @@ def test_window_random(geometry):
     source, sink = PAIRS[index % len(PAIRS)]
     stage = depthwise_stage(*geometry, seed=index)
     rng = np.random.default_rng([101, index])
-    check_windows(stage, random_frames(rng, stage), source=source, sink=sink, seed=index)
+    check_windows(stage, bench.random_frames(rng, stage), source=source, sink=sink, seed=index)
 
 
 @pytest.mark.parametrize("source,sink", PAIRS + [("random", "random"), ("bursty", "bursty")])
@@ -155,26 +152,11 @@ def test_window_patterns(geometry, source, sink):
     """A few geometries under every pattern pair, three frames back to back."""
     stage = depthwise_stage(*geometry, seed=3)
     rng = np.random.default_rng([102, bench.PATTERNS.index(source), bench.PATTERNS.index(sink)])
-    check_windows(stage, random_frames(rng, stage, 3), source=source, sink=sink, seed=11)
+    check_windows(stage, bench.random_frames(rng, stage, 3), source=source, sink=sink, seed=11)
 
 
 def fuzz_geometries(count, seed):
-    """Seeded random geometries that the configuration accepts."""
-    rng = np.random.default_rng(seed)
-    found = []
-    while len(found) < count:
-        k = int(rng.choice([1, 3, 5, 7]))
-        s, d = int(rng.integers(1, 5)), int(rng.integers(1, 5))
-        pad = str(rng.choice(["same", "valid"]))
-        h, w = int(rng.integers(1, 8)), int(rng.integers(1, 8))
-        c = int(rng.integers(1, 5))
-        lanes = int(rng.choice([l for l in range(1, c + 1) if c % l == 0]))
-        if pad == "valid" and (k - 1) * d + 1 > min(h, w):
-            continue
-        if h * w * c > 100:
-            continue
-        found.append((h, w, c, lanes, k, s, d, pad))
-    return found
+    return bench.window_geometries(count, seed, max_side=8, max_elements=100)
 
 
 @pytest.mark.parametrize("geometry", fuzz_geometries(16, 105), ids=geometry_id)
@@ -183,7 +165,7 @@ def test_window_fuzz(geometry):
     source, sink = PAIRS[(index + 1) % len(PAIRS)]
     stage = depthwise_stage(*geometry, seed=index)
     rng = np.random.default_rng([106, index])
-    dut, cycles = check_windows(stage, random_frames(rng, stage), source=source, sink=sink, seed=index)
+    dut, cycles = check_windows(stage, bench.random_frames(rng, stage), source=source, sink=sink, seed=index)
     if (source, sink) == ("none", "none"):
         assert cycles == dut.schedule.frame_cycles(stage.input.channels // stage.lanes, dut.latency, 2)
 
@@ -198,7 +180,7 @@ def test_window_fuzz_many(geometry):
     source, sink = (PAIRS + [("random", "random"), ("bursty", "bursty")])[index % 6]
     stage = depthwise_stage(*geometry, seed=index)
     rng = np.random.default_rng([108, index])
-    dut, cycles = check_windows(stage, random_frames(rng, stage, 3), source=source, sink=sink, seed=index)
+    dut, cycles = check_windows(stage, bench.random_frames(rng, stage, 3), source=source, sink=sink, seed=index)
     if (source, sink) == ("none", "none"):
         assert cycles == dut.schedule.frame_cycles(stage.input.channels // stage.lanes, dut.latency, 3)
 
@@ -208,7 +190,7 @@ def test_window_zero_point_extremes(zero_point):
     """Padding at both ends of the range, with all-max, all-min and random frames."""
     stage = depthwise_stage(4, 4, 2, 1, 3, 1, 2, "same", zero_point=zero_point)
     rng = np.random.default_rng(103)
-    frames = [np.full((4, 4, 2), 127), np.full((4, 4, 2), -128), *random_frames(rng, stage, 1)]
+    frames = [np.full((4, 4, 2), 127), np.full((4, 4, 2), -128), *bench.random_frames(rng, stage, 1)]
     check_windows(stage, frames, source="random", sink="random", seed=2)
 
 
@@ -216,7 +198,7 @@ def test_window_narrow_and_wide_elements():
     for bits, zp in ((4, -8), (16, 32767)):
         stage = depthwise_stage(3, 4, 2, 2, 3, 1, 1, "same", zero_point=zp, bits=bits, seed=bits)
         rng = np.random.default_rng(bits)
-        check_windows(stage, random_frames(rng, stage), source="periodic", sink="bursty", seed=bits)
+        check_windows(stage, bench.random_frames(rng, stage), source="periodic", sink="bursty", seed=bits)
 
 
 @pytest.mark.parametrize("geometry", GEOMETRIES, ids=geometry_id)
@@ -224,7 +206,7 @@ def test_window_throughput(geometry):
     stage = depthwise_stage(*geometry, seed=1)
     rng = np.random.default_rng(104)
     frames = 2
-    dut, cycles = check_windows(stage, random_frames(rng, stage, frames))
+    dut, cycles = check_windows(stage, bench.random_frames(rng, stage, frames))
     groups = stage.input.channels // stage.lanes
     expected = dut.schedule.frame_cycles(groups=groups, latency=WindowGenerator.latency, frames=frames)
     print(f"WindowGenerator {geometry_id(geometry)}, {frames} frames: measured {cycles} analytic {expected}")
