@@ -129,10 +129,10 @@ def clamp_biased(y, y_bits: int, zero_point: int, act_min: int, act_max: int):
 
 def _select(key, values, expr, generic=None):
     """``expr(v)`` for the ``v`` in ``values`` equal to ``key``: a chain of muxes over the
-    few values a stage uses, or ``generic(key)`` when there are many."""
+    few values a stage uses, or ``generic(key)`` (default ``expr(key)``) when there are many."""
     values = sorted(set(values))
-    if generic is not None and len(values) > MAX_SELECTED_SHIFTS:
-        return generic(key)
+    if len(values) > MAX_SELECTED_SHIFTS:
+        return (generic or expr)(key)
     result = expr(values[-1])
     for v in reversed(values[:-1]):
         result = Mux(key == v, expr(v), result)
@@ -246,8 +246,7 @@ class QuantizedMultiply(Elaboratable):
             operand = Signal(signed(32), name=f"shifted{lane}")
             left = Signal(5, name=f"left{lane}")
             m.d.comb += left.eq(Mux(shift > 0, shift, 0)[:5])
-            m.d.comb += operand.eq(_select(left, self._lefts, lambda v: _wrap32(x << v),
-                                           lambda v: _wrap32(x << v)))
+            m.d.comb += operand.eq(_select(left, self._lefts, lambda v: _wrap32(x << v)))
         else:
             operand = x
         if self.power_of_two:
@@ -313,8 +312,7 @@ class QuantizedMultiply(Elaboratable):
                 mask = ((Const(1, 33) << e) - 1)[:32]
                 return (high & mask)[:32] > (mask >> 1) + negative
 
-            quotient = stage("quotient", _select(exponent, self._exponents, lambda e: high >> e,
-                                                 lambda e: high >> e), high.shape())
+            quotient = stage("quotient", _select(exponent, self._exponents, lambda e: high >> e), high.shape())
             round_up = stage("round_up", _select(exponent, self._exponents, up_const, up_generic), unsigned(1))
         else:
             quotient = stage("quotient", high)

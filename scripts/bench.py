@@ -425,6 +425,7 @@ def run_sweep(variants, out_dir, *, targets=tuple(DEVICES), frames: int = 2, sim
         raise ValueError(f"--frames must be an integer >= 1, not {frames!r}")
     targets = parse_targets(",".join(targets)) if targets else ()
     runner = runner or ToolRunner()
+    synth_seed = getattr(runner, "synth_seed", SYNTH_SEED)     # test runners may not have one
     out = Path(out_dir)
     store = _Records(out / RECORDS, resume)
     steps = []
@@ -442,7 +443,7 @@ def run_sweep(variants, out_dir, *, targets=tuple(DEVICES), frames: int = 2, sim
             hashes[variant.label] = hashlib.sha256(runner.verilog(variant.config).encode()).hexdigest()
         sha = hashes[variant.label]
         entry = entries.setdefault(variant.label, _entry(variant, sha))
-        settings = {"frames": frames} if target is None else {"seed": getattr(runner, "synth_seed", SYNTH_SEED)}
+        settings = {"frames": frames} if target is None else {"seed": synth_seed}
         key = _record_key(variant.label, step, sha, settings)
         where = f"[{index}/{len(steps)}] {variant.label}" + (f" {target}" if target else "")
         kind = "sim" if target is None else "synth"
@@ -497,7 +498,7 @@ def run_sweep(variants, out_dir, *, targets=tuple(DEVICES), frames: int = 2, sim
         "tool": "convgen bench",
         "frames": frames,
         "simulator": "verilator",
-        "synth_seed": getattr(runner, "synth_seed", SYNTH_SEED),
+        "synth_seed": synth_seed,
         "targets": {t: {"clock_mhz": TARGETS[t].clock_mhz, "family": TARGETS[t].family} for t in targets}
         if synth else {},
         "variants": [entries[v.label] for v in variants],
