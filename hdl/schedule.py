@@ -6,7 +6,9 @@ from here, so the formula for a component exists once.
 * :class:`WindowSchedule` — where a window stage emits each output (see
   :mod:`convgen.hdl.window`): output ``(oy, ox)`` leaves at pixel slot
   ``(oy*s - top + (K-1)*d) * W + (ox*s - left + (K-1)*d)``, unclamped; a frame takes
-  ``max(H * W, last emission slot + 1)`` slots of ``C / lanes`` beats.
+  ``max(H * W, last emission slot + 1)`` slots of ``C / lanes`` beats, and back-to-back
+  frames overlap their tail with the next frame's first pixels when that is safe
+  (:attr:`WindowSchedule.overlaps`): one frame per ``H * W`` slots.
 * :func:`pointwise_frame_cycles` — the folded pointwise array.
 """
 
@@ -60,6 +62,30 @@ class WindowSchedule:
         return self.slots - self.height * self.width
 
     @property
+    def overlaps(self) -> bool:
+        """True when the next frame's first ``tail`` pixels ride in this frame's virtual slots.
+
+        Virtual slot ``H*W + j`` writes column ``j mod W``, the column of the next frame's
+        pixel ``j``; what it shifts in lands in rows >= H of this frame, which its outputs
+        mask as bottom padding, and in rows < 0 of the next frame's, masked as top padding.
+        Safe when the next frame emits nothing during the overlap (its first emission slot
+        is at least ``tail``; for 'same' at stride 1 it is exactly ``tail``) and the overlap
+        is shorter than a frame."""
+        return 0 < self.tail < self.height * self.width and int(self.emission_slots[0, 0]) >= self.tail
+
+    @property
+    def period_slots(self) -> int:
+        """Pixel slots between the starts of back-to-back frames: ``H * W`` when frames
+        overlap, else every slot of the frame."""
+        return self.height * self.width if self.overlaps else self.slots
+
+    def frame_emission_slots(self, frames: int) -> np.ndarray:
+        """(frames, out_h * out_w): slot of every output of ``frames`` back-to-back frames,
+        counted from the first frame's first slot."""
+        offsets = np.arange(frames, dtype=np.int64)[:, None] * self.period_slots
+        return offsets + self.emission_slots.reshape(1, -1)
+
+    @property
     def last_emission(self) -> int:
         """Pixel slot of the frame's last output."""
         return int(self.emission_slots[-1, -1])
@@ -67,8 +93,9 @@ class WindowSchedule:
     def frame_cycles(self, groups: int, latency: int, frames: int = 1) -> int:
         """Cycles from the first input beat to the last output beat of ``frames`` frames
         at full rate (source always valid, sink always ready): every slot is one beat per
-        channel group, and the last output leaves ``latency`` cycles after its slot."""
-        return ((frames - 1) * self.slots + self.last_emission + 1) * groups + latency
+        channel group, frames start every :attr:`period_slots`, and the last output leaves
+        ``latency`` cycles after its slot."""
+        return ((frames - 1) * self.period_slots + self.last_emission + 1) * groups + latency
 
     @property
     def virtual_rows(self) -> int:
@@ -143,18 +170,21 @@ def shared_requant_delay(share: int) -> int:
     return share + 2 if share > 1 else 0
 
 
-def burst_backlog(schedule: WindowSchedule, period_in: int, period_out: int, held: int = 2) -> int:
+def burst_backlog(schedule: WindowSchedule, period_in: int, period_out: int, held: int = 2,
+                  frames: int = 2) -> int:
     """Pixels a buffer behind a window stage must hold so that neither side waits.
 
     The window emits output ``p`` in the slot of input pixel ``e(p)``, inputs arriving one
     per ``period_in`` cycles; the next stage takes one output pixel per ``period_out``
     cycles and holds ``held`` pixels itself (a double-buffered pixel unit holds 2). With
     a stride above 1 the outputs come in bursts (one every ``stride`` slots on every
-    ``stride``-th row), faster than a stage paced for the average rate takes them. Returns
-    the largest number of emitted outputs the next stage has not yet taken, minus what it
-    holds (0: no buffer needed).
+    ``stride``-th row), faster than a stage paced for the average rate takes them; a
+    frame's last row, emitted in the next frame's first slots when frames overlap, can
+    run into that frame's first row, so ``frames`` back-to-back frames are modelled.
+    Returns the largest number of emitted outputs the next stage has not yet taken,
+    minus what it holds (0: no buffer needed).
     """
-    arrive = schedule.emission_slots.reshape(-1).astype(np.int64) * period_in
+    arrive = schedule.frame_emission_slots(frames).reshape(-1) * period_in
     taken = np.empty_like(arrive)
     free = -(1 << 40)
     for p, t in enumerate(arrive):                  # a queue served one pixel per period_out

@@ -14,8 +14,23 @@ the next row (which no output of that row needs: its first output completes at
 ``x = right``), with those columns masked; outputs whose bottom taps fall in the bottom
 padding are emitted in *virtual* slots after the last input, during which no input is
 taken and zero-point rows are shifted in. So the generator takes one input beat per
-cycle with no bubbles at row or frame borders, and a frame costs
-``max(H * W, last emission slot + 1)`` pixel slots: :func:`window_schedule`.
+cycle with no bubbles at row borders, and a frame costs ``max(H * W, last emission
+slot + 1)`` pixel slots: :func:`window_schedule`.
+
+Back-to-back frames
+-------------------
+When :attr:`WindowSchedule.overlaps` (every 'same' window at stride 1, and most others),
+the virtual slots also take input: the next frame's first ``tail`` pixels. The column a
+virtual slot writes is that pixel's column; what it shifts in lies below this frame
+(bottom padding, masked) and, for the next frame, what stays in the line buffer lies
+above it (top padding, masked); and the next frame emits nothing before its slot
+``tail``. So a stream of frames costs ``H * W`` slots per frame, no bubbles at frame
+borders either. Whether a tail overlaps is decided at its first virtual beat: if the
+next frame's first beat is offered then, the tail takes the next frame's pixels (waiting
+for them like any input); if not (the end of a stream, or a source that waits for this
+frame's output), the tail runs on zero points without waiting and the next frame starts
+afresh. A source that offers a frame's first beat must therefore go on offering its
+next ``tail`` pixels without waiting for the previous frame's output.
 
 Storage
 -------
@@ -151,19 +166,37 @@ class WindowGenerator(wiring.Component):
         real = Signal()
         m.d.comb += real.eq(y < H)
 
+        # Overlap of the tail with the next frame (see "Back-to-back frames"): decided at
+        # the first virtual beat, held until the frame's last slot.
+        overlap = Signal()                  # this tail is taking the next frame's pixels
+        first_virtual = Signal()
+        if s.overlaps:
+            m.d.comb += first_virtual.eq(slot == H * W * G)
+        waits = Signal()                    # this slot consumes an input beat (waits for it)
+        offers = Signal()                   # the input is ready for a beat this cycle
+        m.d.comb += [waits.eq(real | overlap), offers.eq(real | overlap | first_virtual)]
+
         en = Signal()            # the pipeline advances
         fire = Signal()          # a slot happens this cycle
+        takes = Signal()         # ... and shifts in an input beat (not the zero point)
         m.d.comb += [
             en.eq(~self.o.valid | self.o.ready),
-            self.i.ready.eq(en & real),
-            fire.eq(en & Mux(real, self.i.valid, 1)),
+            self.i.ready.eq(en & offers),
+            fire.eq(en & Mux(waits, self.i.valid, 1)),
+            takes.eq(offers & self.i.valid),
         ]
         last_slot = Signal()
         m.d.comb += last_slot.eq(slot == s.slots * G - 1)
+        # Where the next frame starts: slot 0, or slot `tail` after an overlapped tail.
+        start_y, start_x = divmod(s.tail, W)
+        with m.If(fire & first_virtual):
+            m.d.sync += overlap.eq(self.i.valid)
+        with m.If(fire & last_slot):
+            m.d.sync += overlap.eq(0)
         with m.If(fire):
-            m.d.sync += slot.eq(Mux(last_slot, 0, slot + 1))
+            m.d.sync += slot.eq(Mux(last_slot, Mux(overlap, s.tail * G, 0), slot + 1))
             with m.If(last_slot):
-                m.d.sync += [y.eq(0), x.eq(0), g.eq(0)]
+                m.d.sync += [y.eq(Mux(overlap, start_y, 0)), x.eq(Mux(overlap, start_x, 0)), g.eq(0)]
             with m.Elif(g == G - 1):
                 m.d.sync += g.eq(0)
                 with m.If(x == W - 1):
@@ -176,7 +209,7 @@ class WindowGenerator(wiring.Component):
         # -- this slot's column: K taps (rows y - (K-1)d ... y step d) x lanes -------------------
         zp = Cat(*[Const(self.zero_point, element) for _ in range(L)])    # one padding element per lane
         new = Signal(data.ArrayLayout(element, L), name="new")
-        m.d.comb += new.eq(Mux(real, self.i.payload.data.as_value(), zp))
+        m.d.comb += new.eq(Mux(takes, self.i.payload.data.as_value(), zp))
         column = Signal(data.ArrayLayout(data.ArrayLayout(element, L), K), name="column")
         if reach:
             stack_layout = data.ArrayLayout(data.ArrayLayout(element, L), reach)   # oldest first
@@ -186,9 +219,11 @@ class WindowGenerator(wiring.Component):
             rd = lines.read_port(transparent_for=(wr,) if depth == 1 else ())
             addr = Signal(range(depth))
             next_addr = Mux(addr == depth - 1, 0, addr + 1)
+            # After an overlapped tail the next frame continues at the column it reached.
+            restart = last_slot & ~overlap
             with m.If(fire):
-                m.d.sync += addr.eq(Mux(last_slot, 0, next_addr))
-            m.d.comb += [rd.addr.eq(Mux(fire, Mux(last_slot, 0, next_addr), addr)), rd.en.eq(1)]
+                m.d.sync += addr.eq(Mux(restart, 0, next_addr))
+            m.d.comb += [rd.addr.eq(Mux(fire, Mux(restart, 0, next_addr), addr)), rd.en.eq(1)]
             stack = rd.data
             shifted = [stack[k] for k in range(1, reach)] + [new]
             m.d.comb += [wr.addr.eq(addr), wr.en.eq(fire)]

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from amaranth.hdl import Fragment
 
-from convgen.hdl.window import WindowGenerator
+from convgen.hdl.window import WindowGenerator, window_schedule
 from convgen.loader import config_from_dict
 from convgen.sim import bench
 from convgen.sim.bench import protocol_monitor
@@ -211,6 +211,62 @@ def test_window_throughput(geometry):
     expected = dut.schedule.frame_cycles(groups=groups, latency=WindowGenerator.latency, frames=frames)
     print(f"WindowGenerator {geometry_id(geometry)}, {frames} frames: measured {cycles} analytic {expected}")
     assert cycles == expected
+
+
+def test_window_frames_overlap_their_padding_tail():
+    """'same' 3x3 at stride 1: a frame's last output waits one row and one pixel of bottom
+    padding (slot H*W + W). Back to back, those virtual slots take the next frame's first
+    pixels, so N frames take (N-1)*H*W + H*W + W + 1 slots, not N*(H*W + W + 1)."""
+    h, w, c, lanes = 5, 6, 4, 2
+    stage = depthwise_stage(h, w, c, lanes, 3, 1, 1, "same", seed=4)
+    sched = window_schedule(stage)
+    assert sched.overlaps and sched.tail == w + 1 and sched.period_slots == h * w
+    groups, frames = c // lanes, 3
+    _, cycles = check_windows(stage, bench.random_frames(np.random.default_rng(109), stage, frames))
+    assert cycles == ((frames - 1) * h * w + h * w + w + 1) * groups + WindowGenerator.latency
+    # Valid padding has no tail; a kernel whose footprint exceeds the frame cannot overlap.
+    assert not window_schedule(depthwise_stage(5, 6, 2, 1, 3, 1, 1, "valid")).overlaps
+    assert not window_schedule(depthwise_stage(1, 1, 3, 1, 3, 1, 1, "same")).overlaps
+
+
+@pytest.mark.parametrize("geometry", [(5, 6, 4, 2, 3, 1, 1, "same"), (4, 5, 2, 1, 3, 2, 2, "same"),
+                                      (6, 5, 2, 1, 5, 1, 2, "same")], ids=geometry_id)
+def test_window_source_waiting_for_each_result(geometry):
+    """A source that sends the next frame only after the whole previous result has come
+    back (a host in a request-response loop): each tail must flush on zero points by itself
+    instead of waiting for the next frame's pixels (which would deadlock)."""
+    from amaranth.sim import Simulator
+
+    stage = depthwise_stage(*geometry, seed=5)
+    dut = WindowGenerator.for_stage(stage)
+    assert dut.schedule.overlaps
+    frames = bench.random_frames(np.random.default_rng(110), stage, 3)
+    lanes, k, s, d, pad = stage.lanes, stage.kernel, stage.stride, stage.dilation, stage.padding
+    per_frame = dut.schedule.out_height * dut.schedule.out_width * (stage.input.channels // lanes)
+    shape = (dut.schedule.out_height, dut.schedule.out_width, stage.input.channels // lanes, k * k, lanes)
+    results = []
+
+    async def sender(ctx):
+        for n, frame in enumerate(frames):
+            while len(results) < n:                     # wait for the previous result
+                await ctx.tick()
+            for beat in bench.frame_beats(frame, lanes):
+                await bench.stream_put(ctx, dut.i, beat)
+
+    async def receiver(ctx):
+        for _ in frames:
+            got = [bench._plain(await bench.stream_get(ctx, dut.o)) for _ in range(per_frame)]
+            results.append(bench.beats_frame(got, shape))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(sender, background=True)
+    sim.add_testbench(receiver, background=True)
+    sim.run_until(1e-8 * 5_000)
+    assert len(results) == len(frames), f"deadlock: {len(results)} of {len(frames)} frames came back"
+    for x, got in zip(frames, results):
+        np.testing.assert_array_equal(
+            got, as_beats_frame(reference_windows(x, stage.input.zero_point, k, s, d, pad), lanes))
 
 
 def test_window_properties():
