@@ -147,11 +147,12 @@ class DepthwiseUnit(wiring.Component):
 
     Ports: ``i`` — input beats (``lanes`` x input bits); ``o`` — output beats
     (``lanes`` x output bits), one per output pixel and channel group, raster order.
+    ``tail_wait``: see :class:`~convgen.hdl.window.WindowGenerator`.
     """
 
-    def __init__(self, stage):
+    def __init__(self, stage, tail_wait=None):
         self.stage = stage
-        self.window = WindowGenerator.for_stage(stage)
+        self.window = WindowGenerator.for_stage(stage, tail_wait)
         self.mac = DepthwiseMAC.for_stage(stage)
         self.requant = Requantizer.for_stage(stage, stage.lanes)
         super().__init__({

@@ -29,6 +29,7 @@ from .beats import SkidBuffer, beat_layout
 from .depthwise import DepthwiseUnit
 from .pointwise import PointwiseUnit
 from .residual import ResidualAdd
+from .schedule import window_tail_wait
 from .shuffle import ChannelShuffle
 from .width import WidthConverter
 
@@ -107,10 +108,11 @@ def burst_fifo_depths(config: EngineConfig) -> dict[str, int]:
     return depths
 
 
-def make_unit(stage):
-    """The gateware unit of a configured stage."""
+def make_unit(stage, config: EngineConfig | None = None):
+    """The gateware unit of a configured stage (``config``: the engine it is part of,
+    which sets how long a window waits for the next frame; None for a unit alone)."""
     if isinstance(stage, Depthwise):
-        return DepthwiseUnit(stage)
+        return DepthwiseUnit(stage, tail_wait=None if config is None else window_tail_wait(config, stage))
     if isinstance(stage, Pointwise):
         return PointwiseUnit(stage)
     if isinstance(stage, Shuffle):
@@ -138,7 +140,7 @@ class Engine(wiring.Component):
         if not isinstance(config, EngineConfig):
             raise TypeError(f"config must be an EngineConfig, not {config!r}")
         self.config = config
-        self.units = {stage.name: make_unit(stage) for stage in config.stages}
+        self.units = {stage.name: make_unit(stage, config) for stage in config.stages}
         from .skip import skip_fifo_depth
         self.skip_depths = {name: skip_fifo_depth(config, name) for name in config.skip_sources}
         self.skip_depths.update(skip_depths or {})

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["WindowSchedule", "window_schedule", "pointwise_cycles_per_pixel", "pointwise_frame_cycles",
-           "burst_backlog"]
+__all__ = ["WindowSchedule", "window_schedule", "window_tail_wait", "pointwise_cycles_per_pixel",
+           "pointwise_frame_cycles", "burst_backlog"]
 
 
 @dataclass(frozen=True)
@@ -90,12 +90,14 @@ class WindowSchedule:
         """Pixel slot of the frame's last output."""
         return int(self.emission_slots[-1, -1])
 
-    def frame_cycles(self, groups: int, latency: int, frames: int = 1) -> int:
+    def frame_cycles(self, groups: int, latency: int, frames: int = 1, tail_wait: int = 0) -> int:
         """Cycles from the first input beat to the last output beat of ``frames`` frames
         at full rate (source always valid, sink always ready): every slot is one beat per
-        channel group, frames start every :attr:`period_slots`, and the last output leaves
-        ``latency`` cycles after its slot."""
-        return ((frames - 1) * self.period_slots + self.last_emission + 1) * groups + latency
+        channel group, frames start every :attr:`period_slots`, the last frame's tail
+        starts after waiting ``tail_wait`` cycles for a next frame (when frames can
+        overlap), and the last output leaves ``latency`` cycles after its slot."""
+        wait = tail_wait if self.overlaps else 0
+        return ((frames - 1) * self.period_slots + self.last_emission + 1) * groups + wait + latency
 
     @property
     def virtual_rows(self) -> int:
@@ -135,6 +137,30 @@ def window_schedule(stage) -> WindowSchedule:
     return WindowSchedule(stage.input.height, stage.input.width, stage.kernel, stage.stride,
                           stage.dilation, stage.pad_top_bottom[0], stage.pad_left_right[0],
                           stage.out_height, stage.out_width)
+
+
+def window_tail_wait(config, stage) -> int:
+    """Cycles ``stage``'s window waits at a frame's first virtual slot for the next frame
+    (:class:`~convgen.hdl.window.WindowGenerator`, "Back-to-back frames").
+
+    A bound on the longest gap between two of its input beats when frames come back to
+    back at full rate: twice the cycles per pixel of the slowest stage before it (the
+    input port included), or, behind a window stage, the input rows that window swallows
+    without an output (``(K - 1) * d + stride`` rows of its cycles per pixel); plus 8.
+    Too short would only cost the overlap (the tail then runs on zero points);
+    ``tests/test_cocotb.py`` checks that every example's frames overlap at full rate."""
+    from ..config import Depthwise
+    from ..cost import estimate
+    costs = {s.name: s for s in estimate(config).stages}
+    gap = 2 * costs["input"].cycles_per_pixel
+    for before in config.stages[:config.stages.index(stage)]:
+        cost = costs[before.name]
+        if isinstance(before, Depthwise):
+            rows = (before.kernel - 1) * before.dilation + before.stride
+            gap = max(gap, rows * before.input.width * cost.cycles_per_pixel)
+        else:
+            gap = max(gap, 2 * cost.cycles_per_pixel)
+    return gap + 8
 
 
 def pointwise_cycles_per_pixel(c_in: int, c_out: int, groups: int, pe: int, simd: int) -> int:

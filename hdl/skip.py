@@ -6,7 +6,10 @@ the add takes them; the FIFO must never fill, or it would hold off the fork and 
 the main path. Its depth is the largest number of skip beats ever waiting.
 
 Every skip beat's write and read cycle is derived from the units' schedules at full
-rate (source always valid, sink always ready), and :func:`fifo_depth_for` turns them into
+rate (source always valid, sink always ready) over :data:`SIZING_FRAMES` frames back to
+back (a window's tail overlaps the next frame's first pixels, and a frame shorter than
+the main path's latency is still in the FIFO when the next arrives, so the peak is at a
+frame border), and :func:`fifo_depth_for` turns them into
 the smallest ``SyncFIFOBuffered`` depth that never refuses a write: a smaller FIFO would
 hold off the fork, and with it the main path, at least once per frame.
 
@@ -14,8 +17,9 @@ hold off the fork, and with it the main path, at least once per frame.
   is ever held off and each beat's timing follows from the units' schedules alone:
   pipelines (requantizer, MAC units, skid buffer, fork, add) add their latency; the
   window generator emits output ``(p, g)`` 2 cycles after input slot ``(e(p), g)``
-  (:class:`~convgen.hdl.schedule.WindowSchedule`), virtual slots following the last input
-  back to back; the pointwise array swaps pixel ``q`` in at ``max(last beat + 1,
+  (:class:`~convgen.hdl.schedule.WindowSchedule`), a frame's virtual slots being the next
+  frame's first slots, the last frame's following its last input after the window's
+  ``tail_wait``; the pointwise array swaps pixel ``q`` in at ``max(last beat + 1,
   swap(q - 1) + operations)``, issues operation ``k`` ``1 + k`` cycles later and emits a
   batch ``stages`` cycles after its last chunk's operation, plus the requantizer; the
   buffered shuffle swaps like the pointwise loader, then emits one beat per cycle; width
@@ -39,7 +43,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import Add, Depthwise, EngineConfig, Pointwise, Shuffle
-from .schedule import pointwise_cycles_per_pixel, requant_share, shared_requant_delay, window_schedule
+from .schedule import (pointwise_cycles_per_pixel, requant_share, shared_requant_delay, window_schedule,
+                       window_tail_wait)
 
 __all__ = ["SkipSizing", "skip_sizing", "skip_fifo_depth"]
 
@@ -48,6 +53,11 @@ FORK_LATENCY = 1
 SKID_LATENCY = 1
 REQUANT_LATENCY = 8
 WINDOW_LATENCY = 2
+
+#: Frames modelled back to back: a window stage's tail overlaps the next frame's first
+#: pixels, so the FIFO's peak is at a frame border; the first border is not yet the
+#: steady state (the pipeline starts empty), the second is.
+SIZING_FRAMES = 3
 
 
 @dataclass(frozen=True)
@@ -73,15 +83,35 @@ def _multiply_stages(stage):
     return MULTIPLY_STAGES[stage.multipliers]
 
 
-def _depthwise_times(stage: Depthwise, t_in: np.ndarray) -> np.ndarray:
+def _depthwise_times(stage: Depthwise, t_in: np.ndarray, tail_wait: int) -> np.ndarray:
+    """Output beat times of a window + depthwise MAC + requantizer for the input beats
+    ``t_in`` of back-to-back frames.
+
+    Every slot fires when its input beat arrives; when frames overlap
+    (:attr:`~convgen.hdl.schedule.WindowSchedule.overlaps`) the virtual slots of a frame
+    are the next frame's first slots, so only the last frame's tail runs after the last
+    input: back to back, once the window has waited ``tail_wait`` cycles for a next
+    frame. Otherwise each frame's virtual slots follow its last input and
+    hold the next frame's first beat off (a recurrence that assumes the held-off beat is
+    offered on the cycle after; :func:`skip_timeline` then reports the depth as not exact).
+    """
     s = window_schedule(stage)
     groups = stage.input.channels // stage.lanes
-    slots = s.slots * groups
-    fire = np.empty(slots, dtype=np.int64)
-    fire[:t_in.size] = t_in
-    fire[t_in.size:] = t_in[-1] + 1 + np.arange(slots - t_in.size)       # virtual slots
-    emission = s.emission_slots.reshape(-1)
-    beats = (emission[:, None] * groups + np.arange(groups)[None, :]).reshape(-1)
+    per_frame = s.height * s.width * groups
+    frames = t_in.size // per_frame
+    emission = s.frame_emission_slots(frames)                          # (frames, outputs)
+    beats = (emission[:, :, None] * groups + np.arange(groups)).reshape(-1)
+    if s.overlaps or s.tail == 0:
+        tail = s.tail * groups
+        wait = tail_wait if s.overlaps else 0
+        fire = np.concatenate([t_in, t_in[-1] + 1 + wait + np.arange(tail, dtype=np.int64)])
+    else:
+        fire = np.empty(frames * s.slots * groups, dtype=np.int64)
+        prev = -(1 << 40)
+        for f in range(frames):
+            for k in range(s.slots * groups):
+                arrive = t_in[f * per_frame + k] if k < per_frame else prev + 1
+                fire[f * s.slots * groups + k] = prev = max(arrive, prev + 1)
     mac_latency = 2 + _multiply_stages(stage) + _adder_stages(stage.kernel ** 2 + 1)   # operands, weights
     return fire[beats] + WINDOW_LATENCY + mac_latency + REQUANT_LATENCY
 
@@ -235,16 +265,17 @@ def _keeps_up_after_split(config: EngineConfig, add: Add, first) -> bool:
     return True
 
 
-def skip_timeline(config: EngineConfig, tensor: str):
-    """``(write, read)`` times of every beat of ``tensor``'s skip FIFO for one frame at full
-    rate, fork input beats arriving one per cycle from cycle 0, and the add it feeds."""
+def skip_timeline(config: EngineConfig, tensor: str, frames: int = SIZING_FRAMES):
+    """``(write, read)`` times of every beat of ``tensor``'s skip FIFO for ``frames``
+    back-to-back frames at full rate, fork input beats arriving one per cycle from cycle 0,
+    the add it feeds, and whether the timing is exact."""
     adds = [s for s in config.stages if isinstance(s, Add) and s.skip.name == tensor]
     if not adds:
         raise ValueError(f"no add reads tensor {tensor!r} back")
     add = adds[0]
     spec = config.tensors[tensor]
     lanes = config.input_lanes if tensor == config.input.name else config.stage(tensor).lanes_out
-    n = spec.height * spec.width * spec.channels // lanes
+    n = frames * spec.height * spec.width * spec.channels // lanes
     path = _main_path(config, add)
     first = path[0] if path else add
     exact = True
@@ -283,7 +314,9 @@ def skip_timeline(config: EngineConfig, tensor: str):
             main = t
             break
         if isinstance(stage, Depthwise):
-            t = _depthwise_times(stage, t)
+            t = _depthwise_times(stage, t, window_tail_wait(config, stage))
+            schedule = window_schedule(stage)
+            exact = exact and (frames == 1 or schedule.overlaps or schedule.tail == 0)
         elif isinstance(stage, Pointwise):
             t = _pointwise_times(stage, t)
         elif isinstance(stage, Shuffle):

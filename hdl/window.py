@@ -25,12 +25,16 @@ virtual slot writes is that pixel's column; what it shifts in lies below this fr
 (bottom padding, masked) and, for the next frame, what stays in the line buffer lies
 above it (top padding, masked); and the next frame emits nothing before its slot
 ``tail``. So a stream of frames costs ``H * W`` slots per frame, no bubbles at frame
-borders either. Whether a tail overlaps is decided at its first virtual beat: if the
-next frame's first beat is offered then, the tail takes the next frame's pixels (waiting
-for them like any input); if not (the end of a stream, or a source that waits for this
-frame's output), the tail runs on zero points without waiting and the next frame starts
-afresh. A source that offers a frame's first beat must therefore go on offering its
-next ``tail`` pixels without waiting for the previous frame's output.
+borders either. Whether a tail overlaps is decided at its first virtual beat: it waits
+there up to ``tail_wait`` cycles for the next frame's first beat; if that comes, the
+tail takes the next frame's pixels (waiting for them like for any input); if not (the
+end of a stream, or a source that waits for this frame's output), the tail runs on zero
+points without waiting and the next frame starts afresh. ``tail_wait`` covers the
+longest gap between two input beats of a stream at full rate (the engine derives it
+from the stages upstream, :func:`convgen.hdl.schedule.window_tail_wait`), so back-to-back
+frames always overlap there; a longer gap costs only the overlap. A source that offers a
+frame's first beat must go on offering its next ``tail`` pixels without waiting for the
+previous frame's output.
 
 Storage
 -------
@@ -109,6 +113,10 @@ class WindowGenerator(wiring.Component):
     out_height, out_width : int
     zero_point : int
         Value of padding taps (the input zero point).
+    tail_wait : int or None
+        Cycles the first virtual slot waits for the next frame before flushing the tail
+        (see "Back-to-back frames"); default ``2 * C / lanes + 8``, for a source that
+        offers its beats back to back.
 
     Ports: ``i`` — :func:`~convgen.hdl.beats.beat_layout` beats; ``o`` —
     :func:`window_layout` beats, one per output pixel and channel group, in raster order.
@@ -118,7 +126,7 @@ class WindowGenerator(wiring.Component):
     latency = 2
 
     def __init__(self, *, height, width, channels, lanes, bits, kernel, stride, dilation,
-                 pad_top, pad_left, out_height, out_width, zero_point):
+                 pad_top, pad_left, out_height, out_width, zero_point, tail_wait=None):
         if channels % lanes:
             raise ValueError(f"lanes must divide channels {channels}, not {lanes}")
         if kernel < 1 or kernel % 2 == 0:
@@ -127,15 +135,18 @@ class WindowGenerator(wiring.Component):
                                        out_height, out_width)
         self.channels, self.lanes, self.bits, self.zero_point = channels, lanes, bits, zero_point
         self.groups = channels // lanes
+        self.tail_wait = 2 * self.groups + 8 if tail_wait is None else tail_wait
+        if self.tail_wait < 0:
+            raise ValueError(f"tail_wait must be a number of cycles >= 0, not {tail_wait}")
         super().__init__({
             "i": In(stream.Signature(beat_layout(bits, lanes))),
             "o": Out(stream.Signature(window_layout(bits, lanes, kernel))),
         })
 
     @classmethod
-    def for_stage(cls, stage):
+    def for_stage(cls, stage, tail_wait=None):
         """The window generator of a :class:`~convgen.config.Depthwise` stage."""
-        return cls(height=stage.input.height, width=stage.input.width, channels=stage.input.channels,
+        return cls(tail_wait=tail_wait, height=stage.input.height, width=stage.input.width, channels=stage.input.channels,
                    lanes=stage.lanes, bits=stage.input.bits, kernel=stage.kernel, stride=stage.stride,
                    dilation=stage.dilation, pad_top=stage.pad_top_bottom[0],
                    pad_left=stage.pad_left_right[0], out_height=stage.out_height,
@@ -175,6 +186,11 @@ class WindowGenerator(wiring.Component):
         waits = Signal()                    # this slot consumes an input beat (waits for it)
         offers = Signal()                   # the input is ready for a beat this cycle
         m.d.comb += [waits.eq(real | overlap), offers.eq(real | overlap | first_virtual)]
+        # The first virtual slot fires with the next frame's first beat, or with the zero
+        # point once it has waited `tail_wait` cycles for it.
+        waited = Signal(range(self.tail_wait + 1), name="tail_waited")
+        timeout = Signal()
+        m.d.comb += timeout.eq(waited == self.tail_wait)
 
         en = Signal()            # the pipeline advances
         fire = Signal()          # a slot happens this cycle
@@ -182,9 +198,13 @@ class WindowGenerator(wiring.Component):
         m.d.comb += [
             en.eq(~self.o.valid | self.o.ready),
             self.i.ready.eq(en & offers),
-            fire.eq(en & Mux(waits, self.i.valid, 1)),
+            fire.eq(en & Mux(waits, self.i.valid, Mux(first_virtual, self.i.valid | timeout, 1))),
             takes.eq(offers & self.i.valid),
         ]
+        with m.If(fire):
+            m.d.sync += waited.eq(0)
+        with m.Elif(en & first_virtual):
+            m.d.sync += waited.eq(waited + 1)
         last_slot = Signal()
         m.d.comb += last_slot.eq(slot == s.slots * G - 1)
         # Where the next frame starts: slot 0, or slot `tail` after an overlapped tail.

@@ -3,12 +3,12 @@
 A sweep point is an engine *variant* (an example with its parallelism scaled by a factor)
 and what is measured on it:
 
-* the **cost model** (:mod:`convgen.cost`): multipliers and the analytic cycles per frame;
+* the **cost model** (:mod:`convgen.cost`): multipliers and the analytic cycles per frame
+  of a stream (``EngineCost.frame_period``: frames back to back);
 * **simulation** (:func:`convgen.simulate.simulate` on Verilator): ``frames`` random frames
   back to back at full rate (source always valid, sink always ready), every output beat
-  checked against the golden model; cycles per frame = cycles from the first input
-  transfer to the last output transfer over the frames (so part of the pipeline fill
-  shows in it, as in ``convgen sim``);
+  checked against the golden model; cycles per frame = the period between the first two
+  frames' last output beats (:func:`steady_period`);
 * **synthesis** per target (:func:`convgen.synth.synthesize`): Fmax against the target
   clock, LUT / FF / DSP / EBR use against the device, or the resource that does not fit.
   Frames per second = Fmax / simulated cycles per frame.
@@ -177,7 +177,8 @@ class Variant:
 
     @property
     def analytic_cycles(self) -> int:
-        return self.cost.cycles_per_frame
+        """The cost model's cycles per frame of a stream (frames back to back)."""
+        return self.cost.frame_period
 
     @cached_property
     def cost(self):
@@ -323,10 +324,7 @@ class ToolRunner:
         return {"simulator": "verilator", "frames": len(result.frames), "passed": result.passed,
                 "mismatches": result.mismatches, "flag_errors": len(result.flag_errors),
                 "cycles": result.total_cycles, "frame_ends": result.frame_ends,
-                # the steady-state period (last output to last output) once two frames ran;
-                # a single frame's count includes the pipeline fill
-                "cycles_per_frame": (result.frame_ends[-1] - result.frame_ends[-2]
-                                     if len(result.frame_ends) > 1 else result.total_cycles),
+                "cycles_per_frame": steady_period(result.frame_ends, result.total_cycles),
                 "sim_seconds": round(result.seconds, 2)}
 
     def __init__(self, synth_seed: int = SYNTH_SEED):
@@ -407,7 +405,7 @@ def _dsp_precheck(variant: Variant, target: str) -> dict | None:
             "predicted": True}
 
 
-def run_sweep(variants, out_dir, *, targets=tuple(DEVICES), frames: int = 2, sim: bool = True,
+def run_sweep(variants, out_dir, *, targets=tuple(DEVICES), frames: int = 3, sim: bool = True,
               synth: bool = True, resume: bool = False, synth_all: bool = False, skipped=(),
               runner=None, log=_printer) -> dict:
     """Run every step of every variant (simulation, then synthesis per target) and return
@@ -583,14 +581,23 @@ def _sim_cell(sim) -> tuple[str, str]:
     return f"{sim['cycles_per_frame']:,.0f}", "pass" if sim["passed"] else f"FAIL ({sim['mismatches']} mismatches)"
 
 
+def steady_period(frame_ends: list, total_cycles: int) -> int:
+    """Cycles per frame of a full-rate run from each frame's last output cycle: the period
+    between the first two frames (the steady state when three or more ran; with two, the
+    second frame's window tails also wait for a next frame that does not come); one
+    frame: the whole run, pipeline fill included."""
+    return frame_ends[1] - frame_ends[0] if len(frame_ends) >= 2 else total_cycles
+
+
 def format_markdown(results: dict) -> str:
     """``bench.md``: one row per variant (and target), then what was not derived."""
     targets = results.get("targets", {})
     lines = ["# convgen bench", ""]
     lines.append(f"Simulation: {results['frames']} random frame(s) back to back on {results['simulator']}, "
                  f"source always valid, sink always ready; cycles per frame: the period between the "
-                 f"last output beats of the last two frames (one frame: first input to last output). "
-                 f"Analytic: the cost model's cycles per frame (without pipeline latency).")
+                 f"last output beats of the first two frames (one frame: first input to last output). "
+                 f"Analytic: the cost model's cycles per frame of frames back to back (without "
+                 f"pipeline latency).")
     if targets:
         clocks = ", ".join(f"{t} {v['clock_mhz']:g} MHz" for t, v in targets.items())
         lines.append("")
@@ -797,7 +804,8 @@ def add_arguments(parser) -> None:
                         help=f"synthesis targets; default {','.join(DEVICES)}")
     parser.add_argument("--no-synth", action="store_true", help="skip synthesis")
     parser.add_argument("--no-sim", action="store_true", help="skip simulation")
-    parser.add_argument("--frames", type=int, default=2, help="frames per simulation (default 2)")
+    parser.add_argument("--frames", type=int, default=3,
+                        help="frames per simulation (default 3: the first period is the steady state)")
     parser.add_argument("--seed", type=int, default=SYNTH_SEED,
                         help=f"nextpnr placement seed (default {SYNTH_SEED})")
     parser.add_argument("-o", "--output", default="build/bench", metavar="DIR",

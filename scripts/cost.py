@@ -17,6 +17,10 @@ stride s, output H' x W'):
   on (virtual slots after the last input, in which the outputs that wait on 'same'
   bottom padding leave; see convgen.hdl.schedule),
   plus the gateware's pipeline latency (not modelled here; the engine reports it).
+  Frames streamed back to back start one *frame period* apart: the slowest stage's
+  busy cycles plus the fill and tail of only those window stages whose tail cannot
+  overlap the next frame (``WindowSchedule.overlaps``; every 'same' window at stride 1
+  overlaps).
 
 Biases are not counted as parameters (one per output channel; reported apart).
 """
@@ -51,6 +55,7 @@ class StageCost:
     busy_cycles: int
     fill_cycles: int          # input beats swallowed before the first output
     tail_cycles: int          # output beats emitted after the last input
+    overlaps: bool = False    # a window whose tail overlaps the next frame's first pixels
 
     @property
     def utilization(self) -> float:
@@ -68,12 +73,20 @@ class EngineCost:
     bottleneck_cycles: int
     fill_cycles: int                 # fill of the window stages before the bottleneck
     tail_cycles: int                 # tail of the window stages from the bottleneck on
+    stream_fill_cycles: int = 0      # ... of those whose frames do not overlap
+    stream_tail_cycles: int = 0
 
     @property
     def cycles_per_frame(self) -> int:
-        """Analytic cycles per frame, source always valid and sink always ready,
+        """Analytic cycles of one frame, source always valid and sink always ready,
         without the pipeline latency."""
         return self.bottleneck_cycles + self.fill_cycles + self.tail_cycles
+
+    @property
+    def frame_period(self) -> int:
+        """Cycles between back-to-back frames at full rate (the steady state of a stream):
+        window stages whose tail overlaps the next frame cost no fill or tail."""
+        return self.bottleneck_cycles + self.stream_fill_cycles + self.stream_tail_cycles
 
     @property
     def macs(self) -> int:
@@ -98,8 +111,13 @@ class EngineCost:
 
     @property
     def mac_utilization(self) -> float:
-        """Useful MACs over MAC-unit cycles for the whole frame."""
+        """Useful MACs over MAC-unit cycles for one frame."""
         return self.macs / (self.cycles_per_frame * self.multipliers) if self.multipliers else 0.0
+
+    @property
+    def stream_mac_utilization(self) -> float:
+        """Useful MACs over MAC-unit cycles per frame period (frames back to back)."""
+        return self.macs / (self.frame_period * self.multipliers) if self.multipliers else 0.0
 
 
 def window_fill_tail(stage: Depthwise) -> tuple[int, int]:
@@ -116,6 +134,7 @@ def _stage_cost(stage) -> StageCost:
     pixels = h * w
     macs = params = biases = multipliers = line_bits = 0
     fill = tail = 0
+    overlaps = False
     requant_mults = False
     acc_bits = None
     if isinstance(stage, Pointwise):
@@ -132,6 +151,7 @@ def _stage_cost(stage) -> StageCost:
         cycles_per_pixel = c // stage.lanes
         fill_px, tail_px = window_fill_tail(stage)
         fill, tail = fill_px * cycles_per_pixel, tail_px * cycles_per_pixel
+        overlaps = window_schedule(stage).overlaps
     elif isinstance(stage, (Shuffle, Add)):
         cycles_per_pixel = c // stage.lanes
         requant_mults = isinstance(stage, Add)
@@ -144,7 +164,7 @@ def _stage_cost(stage) -> StageCost:
     in_dsp = multipliers if getattr(stage, "multipliers", "dsp") == "dsp" else 0
     return StageCost(stage.name, stage.kind, stage.input.shape, stage.output.shape, macs, params, biases,
                      multipliers, in_dsp, requant_mults, line_bits, acc_bits, cycles_per_pixel,
-                     pixels * cycles_per_pixel, fill, tail)
+                     pixels * cycles_per_pixel, fill, tail, overlaps)
 
 
 def estimate(config: EngineConfig) -> EngineCost:
@@ -155,9 +175,11 @@ def estimate(config: EngineConfig) -> EngineCost:
                      spec.height * spec.width * beats, 0, 0)
     stages = (port, *(_stage_cost(s) for s in config.stages))
     slowest = max(range(len(stages)), key=lambda i: stages[i].busy_cycles)   # first of equals
+    before, after = stages[:slowest], stages[slowest:]
     return EngineCost(config.name, stages, stages[slowest].name, stages[slowest].busy_cycles,
-                      sum(s.fill_cycles for s in stages[:slowest]),
-                      sum(s.tail_cycles for s in stages[slowest:]))
+                      sum(s.fill_cycles for s in before), sum(s.tail_cycles for s in after),
+                      sum(s.fill_cycles for s in before if not s.overlaps),
+                      sum(s.tail_cycles for s in after if not s.overlaps))
 
 
 def to_json(cost: EngineCost) -> dict:
@@ -168,9 +190,11 @@ def to_json(cost: EngineCost) -> dict:
         "total": {"macs": cost.macs, "params": cost.params, "multipliers": cost.multipliers,
                   "dsp_multipliers": cost.dsp_multipliers,
                   "line_buffer_bits": cost.line_buffer_bits, "cycles_per_frame": cost.cycles_per_frame,
+                  "frame_period": cost.frame_period,
                   "bottleneck": cost.bottleneck, "bottleneck_cycles": cost.bottleneck_cycles,
                   "fill_cycles": cost.fill_cycles, "tail_cycles": cost.tail_cycles,
-                  "mac_utilization": round(cost.mac_utilization, 6)},
+                  "mac_utilization": round(cost.mac_utilization, 6),
+                  "stream_mac_utilization": round(cost.stream_mac_utilization, 6)},
     }
 
 
@@ -202,7 +226,10 @@ def format_table(cost: EngineCost) -> str:
     out.append(f"cycles per frame: {cost.cycles_per_frame:,} = bottleneck '{cost.bottleneck}' "
                f"{cost.bottleneck_cycles:,} + window fill {cost.fill_cycles:,} + padding tail "
                f"{cost.tail_cycles:,} (plus the pipeline latency the engine reports)")
-    out.append(f"MAC-unit utilization over the frame: {100 * cost.mac_utilization:.1f}%")
+    out.append(f"frames back to back: one every {cost.frame_period:,} cycles (window tails that "
+               f"overlap the next frame cost nothing)")
+    out.append(f"MAC-unit utilization over one frame: {100 * cost.mac_utilization:.1f}%, "
+               f"over a stream: {100 * cost.stream_mac_utilization:.1f}%")
     return "\n".join(out)
 
 

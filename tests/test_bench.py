@@ -185,7 +185,7 @@ def test_resume_does_no_work_twice(tmp_path):
     assert lines[-1].startswith("bench: 4 step(s), 0 run, 4 resumed")
     # More frames is another step; the synthesis records still hold.
     third = FakeRunner()
-    bench.run_sweep(variants, tmp_path, targets=("ecp5-25k",), frames=3, resume=True, runner=third, log=quiet)
+    bench.run_sweep(variants, tmp_path, targets=("ecp5-25k",), frames=4, resume=True, runner=third, log=quiet)
     assert sorted(third.calls) == [("sim", "bench_tiny"), ("sim", "bench_tiny_x0_5")]
     # Without --resume everything runs again.
     fresh = FakeRunner()
@@ -343,7 +343,7 @@ def test_cli_sweep_simulates_for_real(tmp_path, capsys):
     results = json.loads((tmp_path / "bench.json").read_text())
     (entry,) = results["variants"]
     sim = entry["sim"]
-    assert sim["passed"] and sim["frames"] == 2 and len(sim["frame_ends"]) == 2
+    assert sim["passed"] and sim["frames"] == 3 and len(sim["frame_ends"]) == 3
     assert sim["cycles_per_frame"] == sim["frame_ends"][1] - sim["frame_ends"][0]
     # Full rate: within the pipeline latency of the cost model's count.
     assert entry["analytic_cycles_per_frame"] * 0.9 < sim["cycles_per_frame"] < entry["analytic_cycles_per_frame"] + 100

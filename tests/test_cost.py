@@ -112,6 +112,9 @@ def test_frame_cycles_compose_bottleneck_fill_and_tail():
     assert est.cycles_per_frame == dw.fill_cycles + pw.busy_cycles
     assert est.mac_utilization == pytest.approx(
         (9 * 4 * 36 + 16 * 36) / (est.cycles_per_frame * (9 * 4 + 1)))
+    # Back to back, the 'same' window's fill overlaps the previous frame's tail.
+    assert est.frame_period == pw.busy_cycles
+    assert est.stream_mac_utilization == pytest.approx((9 * 4 * 36 + 16 * 36) / (36 * 16 * (9 * 4 + 1)))
 
 
 def test_port_bottleneck_adds_the_padding_tail():
@@ -123,6 +126,17 @@ def test_port_bottleneck_adds_the_padding_tail():
     # its last output, whose right taps are padding, in the first slot after that: 17.
     assert est.tail_cycles == 17 * 16 and est.fill_cycles == 0
     assert est.cycles_per_frame == 256 * 16 + 17 * 16
+    assert est.frame_period == 256 * 16                   # the tail overlaps the next frame
+
+
+def test_windows_that_cannot_overlap_keep_fill_and_tail_in_the_period():
+    # 'same' 5x5 on a 2x2 frame: the tail (2 rows + 2 pixels past a 2-pixel-wide frame) is
+    # longer than the frame, so frames cannot overlap.
+    config = config_from_dict({"input": {"height": 2, "width": 2, "channels": 4},
+                               "stage": [{"kind": "depthwise", "lanes": 1, "kernel": 5}]})
+    est = cost.estimate(config)
+    assert est.tail_cycles == (2 * 2 + 2) * 4 and not est.stages[1].overlaps
+    assert est.frame_period == est.cycles_per_frame == 4 * 4 + est.tail_cycles
 
 
 def test_shuffle_add_and_power_of_two_requantizers():

@@ -165,7 +165,8 @@ def test_depthwise_unit_throughput(geometry):
     frames = 2
     unit, cycles, _ = run_unit(stage, bench.random_frames(rng, stage, frames))
     expected = unit.window.schedule.frame_cycles(groups=stage.input.channels // stage.lanes,
-                                                 latency=unit.latency, frames=frames)
+                                                 latency=unit.latency, frames=frames,
+                                                 tail_wait=unit.window.tail_wait)
     print(f"DepthwiseUnit {geometry_id(geometry)}, {frames} frames, latency {unit.latency}: "
           f"measured {cycles} analytic {expected}")
     assert cycles == expected
@@ -224,7 +225,8 @@ def test_depthwise_unit_fuzz(geometry):
     rng = np.random.default_rng([221, index])
     unit, cycles, _ = run_unit(stage, bench.random_frames(rng, stage), source=source, sink=sink, seed=index)
     if (source, sink) == ("none", "none"):
-        assert cycles == unit.window.schedule.frame_cycles(stage.input.channels // stage.lanes, unit.latency, 2)
+        assert cycles == unit.window.schedule.frame_cycles(stage.input.channels // stage.lanes, unit.latency, 2,
+                                                           unit.window.tail_wait)
 
 
 SLOW_FUZZ = fuzz_geometries(30, 214)
@@ -256,7 +258,8 @@ def test_depthwise_unit_logic_multipliers(geometry):
     assert unit.latency == dsp.latency + 1
     unit, cycles, _ = run_unit(stage, bench.random_frames(rng, stage, 2))
     assert cycles == unit.window.schedule.frame_cycles(groups=stage.input.channels // stage.lanes,
-                                                       latency=unit.latency, frames=2)
+                                                       latency=unit.latency, frames=2,
+                                                       tail_wait=unit.window.tail_wait)
 
 
 @pytest.mark.parametrize("weight_bits", [2, 3, 8, 12])

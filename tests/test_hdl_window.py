@@ -167,7 +167,7 @@ def test_window_fuzz(geometry):
     rng = np.random.default_rng([106, index])
     dut, cycles = check_windows(stage, bench.random_frames(rng, stage), source=source, sink=sink, seed=index)
     if (source, sink) == ("none", "none"):
-        assert cycles == dut.schedule.frame_cycles(stage.input.channels // stage.lanes, dut.latency, 2)
+        assert cycles == dut.schedule.frame_cycles(stage.input.channels // stage.lanes, dut.latency, 2, dut.tail_wait)
 
 
 SLOW_FUZZ = fuzz_geometries(80, 107)
@@ -182,7 +182,7 @@ def test_window_fuzz_many(geometry):
     rng = np.random.default_rng([108, index])
     dut, cycles = check_windows(stage, bench.random_frames(rng, stage, 3), source=source, sink=sink, seed=index)
     if (source, sink) == ("none", "none"):
-        assert cycles == dut.schedule.frame_cycles(stage.input.channels // stage.lanes, dut.latency, 3)
+        assert cycles == dut.schedule.frame_cycles(stage.input.channels // stage.lanes, dut.latency, 3, dut.tail_wait)
 
 
 @pytest.mark.parametrize("zero_point", [-128, 127])
@@ -208,7 +208,8 @@ def test_window_throughput(geometry):
     frames = 2
     dut, cycles = check_windows(stage, bench.random_frames(rng, stage, frames))
     groups = stage.input.channels // stage.lanes
-    expected = dut.schedule.frame_cycles(groups=groups, latency=WindowGenerator.latency, frames=frames)
+    expected = dut.schedule.frame_cycles(groups=groups, latency=WindowGenerator.latency, frames=frames,
+                                           tail_wait=dut.tail_wait)
     print(f"WindowGenerator {geometry_id(geometry)}, {frames} frames: measured {cycles} analytic {expected}")
     assert cycles == expected
 
@@ -223,7 +224,8 @@ def test_window_frames_overlap_their_padding_tail():
     assert sched.overlaps and sched.tail == w + 1 and sched.period_slots == h * w
     groups, frames = c // lanes, 3
     _, cycles = check_windows(stage, bench.random_frames(np.random.default_rng(109), stage, frames))
-    assert cycles == ((frames - 1) * h * w + h * w + w + 1) * groups + WindowGenerator.latency
+    # The last frame's tail first waits `tail_wait` cycles for a next frame (2 * groups + 8).
+    assert cycles == ((frames - 1) * h * w + h * w + w + 1) * groups + (2 * groups + 8) + WindowGenerator.latency
     # Valid padding has no tail; a kernel whose footprint exceeds the frame cannot overlap.
     assert not window_schedule(depthwise_stage(5, 6, 2, 1, 3, 1, 1, "valid")).overlaps
     assert not window_schedule(depthwise_stage(1, 1, 3, 1, 3, 1, 1, "same")).overlaps

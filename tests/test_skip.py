@@ -49,11 +49,13 @@ CASES = [
 ]
 
 
-def run_with_depth(config, depth, seed=0):
-    """Simulate one frame at full rate with a skip FIFO of ``depth``; returns
-    (output frame, cycles, writes the FIFO refused)."""
-    frame = golden.random_input(config.input, np.random.default_rng(seed))
-    expected = golden.run(config, frame)
+def run_with_depth(config, depth, seed=0, frames=skip.SIZING_FRAMES):
+    """Simulate ``frames`` frames back to back at full rate with a skip FIFO of ``depth``
+    (the frames the sizing models); returns (output frames, expected frames, cycles,
+    writes the FIFO refused)."""
+    rng = np.random.default_rng(seed)
+    inputs = [golden.random_input(config.input, rng) for _ in range(frames)]
+    expected = np.stack([golden.run(config, x) for x in inputs])
     dut = Engine(config, skip_depths={"input": depth})
     refused = {"n": 0}
 
@@ -63,9 +65,12 @@ def run_with_depth(config, depth, seed=0):
             *_, valid, ready = await ctx.tick().sample(fifo.i.valid, fifo.i.ready)
             refused["n"] += bool(valid and not ready)
 
-    out, cycles = bench.run_stream(dut, bench.frame_beats(frame, config.input_lanes),
-                                   expected.size // dut.output_lanes, extra=watch)
-    return bench.beats_frame(out, expected.shape), expected, cycles, refused["n"]
+    beats = [b for x in inputs for b in bench.frame_beats(x, config.input_lanes)]
+    out, cycles = bench.run_stream(dut, beats, expected.size // dut.output_lanes, extra=watch)
+    per_frame = expected[0].size // dut.output_lanes
+    got = np.stack([bench.beats_frame(out[f * per_frame:(f + 1) * per_frame], expected[0].shape)
+                    for f in range(frames)])
+    return got, expected, cycles, refused["n"]
 
 
 @pytest.mark.parametrize("make", CASES)
@@ -118,9 +123,13 @@ def test_burst_backlog_by_hand():
     # the first has been taken (at 10), so 3 wait; the next stage itself holds `held`.
     s = WindowSchedule(4, 4, 1, 2, 1, 0, 0, 2, 2)
     assert list(s.emission_slots.reshape(-1)) == [0, 2, 8, 10]
-    assert burst_backlog(s, 1, 10, held=0) == 3
-    assert burst_backlog(s, 1, 10, held=2) == 1
-    assert burst_backlog(s, 1, 2, held=0) == 1         # a fast consumer: one waits at a time
+    assert burst_backlog(s, 1, 10, held=0, frames=1) == 3
+    assert burst_backlog(s, 1, 10, held=2, frames=1) == 1
+    assert burst_backlog(s, 1, 2, held=0, frames=1) == 1    # a fast consumer: one waits at a time
+    # Two frames (slots 0, 2, 8, 10 and 16, 18, 24, 26), a pixel taken every 4 cycles: the
+    # first frame's are taken at 4, 8, 12, 16, the second's at 20, 24, 28, 32; at most two
+    # wait (at cycles 2, 10, 18 and 26).
+    assert burst_backlog(s, 1, 4, held=0) == 2
 
 
 def test_burst_fifos_only_where_bursts_outrun_the_next_stage():
