@@ -96,3 +96,14 @@ def test_waves_format_refusals(tmp_path):
         simulate(config, frames_for(config, 1), simulator="icarus", waves=str(tmp_path / "w.vcd"))
     with pytest.raises(ValueError, match=r"--waves must name a \.fst or \.vcd file"):
         simulate(config, frames_for(config, 1), simulator="verilator", waves=str(tmp_path / "w.txt"))
+
+
+def test_relative_work_dir(tmp_path, monkeypatch):
+    """A work directory given relative to the current directory (the cocotb runner changes
+    directory while it runs, so it is resolved first): the bench runs and leaves its
+    results there."""
+    config = small_block()
+    monkeypatch.chdir(tmp_path)
+    result = run(config, frames_for(config, 1), "verilator", work_dir="relative/work")
+    assert result.passed
+    assert (tmp_path / "relative" / "work" / "results.json").exists()
