@@ -136,50 +136,63 @@ class PointwiseMAC(wiring.Component):
         pixel_layout = data.ArrayLayout(chunk_layout, n_chunks)
 
         # -- loader: fills `load` from the stream ---------------------------------------------
+        # Control is kept shallow (Fmax): every decision is one or two LUTs from registers.
+        # `fill` is the one-hot beat count of `load` (fill[n_chunks]: full); `swap` (the loaded
+        # pixel moves to `current`) is one LUT of the registered `swap_idle` / `swap_last` (the
+        # swap happens now if the array is idle / as it issues its last operation) and the
+        # array's enable; a chunk k > 0 is written iff fill[k] (never in a swap cycle, which
+        # needs a full buffer). The loader also takes a beat in the cycle its full buffer is
+        # swapped out (into slot 0 of the emptied buffer), so loading never waits a cycle.
         load = Signal(pixel_layout, name="load")
-        load_count = Signal(range(n_chunks + 1))
-        load_full = Signal()
+        fill = Signal(n_chunks + 1, init=1, name="fill")
+        load_full = fill[n_chunks]
         load_first, load_last = Signal(), Signal()
-        swap = Signal()     # the loaded pixel moves to `current` (defined below)
-        # The loader also takes a beat in the cycle its full buffer is swapped out (into slot 0
-        # of the emptied buffer), so loading never waits a cycle.
-        m.d.comb += [load_full.eq(load_count == n_chunks), self.i.ready.eq(~load_full | swap)]
-        slot = Mux(swap, 0, load_count)
-        with m.If(self.i.valid & self.i.ready):
-            with m.Switch(slot):
-                for k in range(n_chunks):
-                    with m.Case(k):
-                        m.d.sync += [load[k][e].eq(self.i.payload.data[e] + self.input_offset)
-                                     for e in range(S)]
-            with m.If(slot == 0):
-                m.d.sync += load_first.eq(self.i.payload.first)
-            with m.If(slot == n_chunks - 1):
-                m.d.sync += load_last.eq(self.i.payload.last)
+        swap = Signal()
+        en = Signal()
+        m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(~load_full | swap)]
+        accepted = Signal()
+        m.d.comb += accepted.eq(self.i.valid & self.i.ready)
+        write = [Signal(name=f"load_we{k}") for k in range(n_chunks)]
+        m.d.comb += write[0].eq(self.i.valid & (fill[0] | swap))
+        m.d.comb += [write[k].eq(self.i.valid & fill[k]) for k in range(1, n_chunks)]
+        for k in range(n_chunks):
+            with m.If(write[k]):
+                m.d.sync += [load[k][e].eq(self.i.payload.data[e] + self.input_offset) for e in range(S)]
+                if k == 0:
+                    m.d.sync += load_first.eq(self.i.payload.first)
+                if k == n_chunks - 1:
+                    m.d.sync += load_last.eq(self.i.payload.last)
 
         # -- issue: one operation per enabled cycle on the `current` pixel --------------------
-        en = Signal()
-        m.d.comb += en.eq(~self.o.valid | self.o.ready)
         current = Signal(pixel_layout, name="current")
         cur_first, cur_last = Signal(), Signal()
         busy = Signal()
+        last_op = Signal(init=T == 1, name="last_op")     # op == T - 1, registered
         op = Signal(range(T), name="op")
         j = Signal(range(self.chunks), name="chunk_j")
         b = Signal(range(self.batches), name="batch_b")
-        issue, last_op = Signal(), Signal()
-        m.d.comb += [issue.eq(en & busy), last_op.eq(op == T - 1),
-                     swap.eq(load_full & (~busy | (issue & last_op)))]
+        swap_idle, swap_last = Signal(), Signal()         # load_full & ~busy; load_full & busy & last_op
+        issue = Signal()
+        m.d.comb += [issue.eq(en & busy), swap.eq(swap_idle | (swap_last & en))]
+        # next-state values of fill, busy and last_op (registered below, and combined into
+        # swap_idle / swap_last for the next cycle)
+        fill_next, busy_next, last_next = Signal.like(fill), Signal(), Signal()
+        m.d.comb += [fill_next.eq(fill), busy_next.eq(busy), last_next.eq(last_op)]
         with m.If(issue):
             m.d.sync += [op.eq(Mux(last_op, 0, op + 1)), j.eq(Mux(j == self.chunks - 1, 0, j + 1))]
+            m.d.comb += last_next.eq(Mux(last_op, T == 1, op == T - 2))
             with m.If(j == self.chunks - 1):
                 m.d.sync += b.eq(Mux(b == self.batches - 1, 0, b + 1))
             with m.If(last_op):
-                m.d.sync += busy.eq(0)
-        accepted = self.i.valid & self.i.ready
+                m.d.comb += busy_next.eq(0)
         with m.If(swap):      # the next pixel moves in as the last operation of this one issues
-            m.d.sync += [current.eq(load), busy.eq(1), load_count.eq(accepted),
-                         cur_first.eq(load_first), cur_last.eq(load_last)]
+            m.d.sync += [current.eq(load), cur_first.eq(load_first), cur_last.eq(load_last)]
+            m.d.comb += [busy_next.eq(1), fill_next.eq(Mux(accepted, 0b10, 0b01))]
         with m.Elif(accepted):
-            m.d.sync += load_count.eq(load_count + 1)
+            m.d.comb += fill_next.eq(fill << 1)
+        full_next = fill_next[n_chunks]
+        m.d.sync += [fill.eq(fill_next), busy.eq(busy_next), last_op.eq(last_next),
+                     swap_idle.eq(full_next & ~busy_next), swap_last.eq(full_next & busy_next & last_next)]
 
         # -- operands: each PE's chunk (selected now, before a swap), this operation's weights --
         ctl_layout = data.StructLayout({"valid": 1, "first_chunk": 1, "last_chunk": 1,
