@@ -18,15 +18,31 @@ from __future__ import annotations
 import numpy as np
 from amaranth.hdl import Array, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .beats import SkidBuffer, beat_layout
-from .mac import MULTIPLY_STAGES, delayed, adder_tree, adder_tree_stages, group_rom, product, signed_bits
+from .mac import MULTIPLY_STAGES, delayed, adder_tree, adder_tree_stages, product, signed_bits
 from .requant import Requantizer, acc_layout
 from .schedule import requant_share, shared_requant_delay
 from .width import Gather, Split
 
 __all__ = ["PointwiseMAC", "PointwiseUnit"]
+
+
+#: ROMs deeper than this go to block RAM: in logic, every output bit of a deeper ROM is a
+#: tree of LUT4s on the address (16 rows: one LUT4 per bit).
+ROM_LOGIC_DEPTH = 16
+
+
+def _rom(m: Module, name: str, shape, rows: list, addr, en):
+    """A ROM read synchronously at ``addr`` while ``en`` (data the cycle after the address);
+    in block RAM if deeper than :data:`ROM_LOGIC_DEPTH` rows."""
+    attrs = {"rom_style": "block"} if len(rows) > ROM_LOGIC_DEPTH else None
+    m.submodules[name] = rom = Memory(shape=shape, depth=len(rows), init=rows, attrs=attrs)
+    port = rom.read_port()
+    m.d.comb += [port.addr.eq(addr), port.en.eq(en)]
+    return port.data
 
 
 class PointwiseMAC(wiring.Component):
@@ -61,6 +77,7 @@ class PointwiseMAC(wiring.Component):
         self._weights, self._bias = weights, bias
         self.acc_bits = signed_bits(*acc_range)
         worst = int(np.abs(weights).sum(axis=1).max()) * ((1 << bits) - 1) + int(np.abs(bias).max())
+        self.bias_bits = signed_bits(int(bias.min()), int(bias.max()))
         self.tree_bits = max(signed_bits(-worst, worst), self.acc_bits)
         super().__init__({
             "i": In(stream.Signature(beat_layout(bits, simd))),
@@ -117,15 +134,13 @@ class PointwiseMAC(wiring.Component):
                 for b in range(self.batches) for j in range(self.chunks)]
 
     def _rom_rows(self):
-        rows = []
-        for b in range(self.batches):
-            for j in range(self.chunks):
-                outs = [b * self.pe + k for k in range(self.pe)]
-                rows.append({
-                    "w": [[int(self._weights[o, j * self.simd + s]) for s in range(self.simd)] for o in outs],
-                    "bias": [int(self._bias[o]) for o in outs],
-                })
-        return rows
+        """Per operation: each PE's chunk of weights."""
+        return [[[int(self._weights[b * self.pe + k, j * self.simd + s]) for s in range(self.simd)]
+                 for k in range(self.pe)] for b in range(self.batches) for j in range(self.chunks)]
+
+    def _bias_rows(self):
+        """Per batch: each PE's bias."""
+        return [[int(self._bias[b * self.pe + k]) for k in range(self.pe)] for b in range(self.batches)]
 
     def elaborate(self, platform):
         m = Module()
@@ -136,20 +151,27 @@ class PointwiseMAC(wiring.Component):
         pixel_layout = data.ArrayLayout(chunk_layout, n_chunks)
 
         # -- loader: fills `load` from the stream ---------------------------------------------
-        # Control is kept shallow (Fmax): every decision is one or two LUTs from registers.
-        # `fill` is the one-hot beat count of `load` (fill[n_chunks]: full); `swap` (the loaded
-        # pixel moves to `current`) is one LUT of the registered `swap_idle` / `swap_last` (the
-        # swap happens now if the array is idle / as it issues its last operation) and the
-        # array's enable; a chunk k > 0 is written iff fill[k] (never in a swap cycle, which
-        # needs a full buffer). The loader also takes a beat in the cycle its full buffer is
-        # swapped out (into slot 0 of the emptied buffer), so loading never waits a cycle.
+        # Control is kept shallow (Fmax): every decision is one LUT of registers. `fill` is the
+        # one-hot beat count of `load` (fill[n_chunks]: full). The loaded pixel moves to
+        # `current` (`swap`) when the buffer is full and the array idle (`swap_idle`) or
+        # issuing its last operation: registered as `swap_last_free` (... and the output
+        # register empty next cycle) and `swap_last` (... then the output must be taken). So
+        # neither `swap` nor `i.ready` goes through the array's enable `en`, whose LUT ABC
+        # would otherwise share. A chunk k > 0 is written iff fill[k] (never in a swap cycle,
+        # which needs a full buffer). The loader also takes a beat in the cycle its full
+        # buffer is swapped out (into slot 0 of the emptied buffer), so loading never waits.
         load = Signal(pixel_layout, name="load")
         fill = Signal(n_chunks + 1, init=1, name="fill")
         load_full = fill[n_chunks]
         load_first, load_last = Signal(), Signal()
         swap = Signal()
         en = Signal()
-        m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(~load_full | swap)]
+        # i.ready = ~load_full | swap; `ready_idle` is ~load_full | ~busy, registered
+        ready_idle = Signal(init=1)
+        swap_idle, swap_last, swap_last_free = Signal(), Signal(), Signal()
+        m.d.comb += [en.eq(~self.o.valid | self.o.ready),
+                     swap.eq(swap_idle | swap_last_free | (swap_last & self.o.ready)),
+                     self.i.ready.eq(ready_idle | swap_last_free | (swap_last & self.o.ready))]
         accepted = Signal()
         m.d.comb += accepted.eq(self.i.valid & self.i.ready)
         write = [Signal(name=f"load_we{k}") for k in range(n_chunks)]
@@ -164,6 +186,7 @@ class PointwiseMAC(wiring.Component):
                     m.d.sync += load_last.eq(self.i.payload.last)
 
         # -- issue: one operation per enabled cycle on the `current` pixel --------------------
+        out_valid, out_valid_next = Signal(), Signal()      # the output register's valid (below)
         current = Signal(pixel_layout, name="current")
         cur_first, cur_last = Signal(), Signal()
         busy = Signal()
@@ -171,9 +194,8 @@ class PointwiseMAC(wiring.Component):
         op = Signal(range(T), name="op")
         j = Signal(range(self.chunks), name="chunk_j")
         b = Signal(range(self.batches), name="batch_b")
-        swap_idle, swap_last = Signal(), Signal()         # load_full & ~busy; load_full & busy & last_op
         issue = Signal()
-        m.d.comb += [issue.eq(en & busy), swap.eq(swap_idle | (swap_last & en))]
+        m.d.comb += issue.eq(en & busy)
         # next-state values of fill, busy and last_op (registered below, and combined into
         # swap_idle / swap_last for the next cycle)
         fill_next, busy_next, last_next = Signal.like(fill), Signal(), Signal()
@@ -192,7 +214,9 @@ class PointwiseMAC(wiring.Component):
             m.d.comb += fill_next.eq(fill << 1)
         full_next = fill_next[n_chunks]
         m.d.sync += [fill.eq(fill_next), busy.eq(busy_next), last_op.eq(last_next),
-                     swap_idle.eq(full_next & ~busy_next), swap_last.eq(full_next & busy_next & last_next)]
+                     ready_idle.eq(~full_next | ~busy_next),
+                     swap_idle.eq(full_next & ~busy_next), swap_last.eq(full_next & busy_next & last_next),
+                     swap_last_free.eq(full_next & busy_next & last_next & ~out_valid_next)]
 
         # -- operands: each PE's chunk (selected now, before a swap), this operation's weights --
         ctl_layout = data.StructLayout({"valid": 1, "first_chunk": 1, "last_chunk": 1,
@@ -201,8 +225,9 @@ class PointwiseMAC(wiring.Component):
         ctl = [Signal(ctl_layout, name=f"ctl_{name}") for name in stages]
         rom_layout = data.StructLayout({
             "w": data.ArrayLayout(data.ArrayLayout(signed(self.weight_bits), S), P),
-            "bias": data.ArrayLayout(signed(32), P)})
-        rom_data = group_rom(m, "weights", rom_layout, self._rom_rows(), op, en)
+            "bias": data.ArrayLayout(signed(self.bias_bits), P)})
+        w_data = _rom(m, "weights", rom_layout["w"].shape, self._rom_rows(), op, en)
+        bias_data = _rom(m, "biases", rom_layout["bias"].shape, self._bias_rows(), b, en)
         table = self._chunk_table()
         operands = [Signal(chunk_layout, name=f"operand{k}") for k in range(P)]
         chunks = Array(current[c] for c in range(n_chunks))
@@ -221,21 +246,21 @@ class PointwiseMAC(wiring.Component):
         # -- weights: the ROM output and the operands registered once more --------------------
         params = Signal(rom_layout, name="weights")
         with m.If(en):
-            m.d.sync += params.eq(rom_data)
+            m.d.sync += [params.w.eq(w_data), params.bias.eq(bias_data)]
         operands = delayed(m, en, operands, 1, chunk_layout, "operand{}_w")
 
         # -- multiply: P x S products; the biases move along ----------------------------------
         products = [[product(m, en, operands[k][s], params.w[k][s], kind=self.multiplier_kind, name=f"p{k}_{s}")
                      for s in range(S)] for k in range(P)]
         bias = delayed(m, en, [params.bias[k] for k in range(P)], MULTIPLY_STAGES[self.multiplier_kind],
-                       signed(32), "bias{}")
+                       signed(self.bias_bits), "bias{}")
 
         # -- adder tree over the SIMD products (bias delayed alongside) ------------------------
         sums, tree_stages = [], 0
         for k in range(P):
             total, tree_stages = adder_tree(m, en, products[k], width=self.tree_bits, name=f"pe{k}")
             sums.append(total)
-        bias = delayed(m, en, bias, tree_stages, signed(32), "bias{}_d")
+        bias = delayed(m, en, bias, tree_stages, signed(self.bias_bits), "bias{}_d")
 
         # -- accumulate over the chunks, starting from the bias --------------------------------
         acc = [Signal(signed(self.tree_bits), name=f"acc{k}") for k in range(P)]
@@ -243,9 +268,8 @@ class PointwiseMAC(wiring.Component):
         with m.If(en & c.valid):
             for k in range(P):
                 m.d.sync += acc[k].eq(Mux(c.first_chunk, bias[k], acc[k]) + sums[k])
-        out_valid = Signal()
-        with m.If(en):
-            m.d.sync += out_valid.eq(c.valid & c.last_chunk)
+        m.d.comb += out_valid_next.eq(Mux(en, c.valid & c.last_chunk, out_valid))
+        m.d.sync += out_valid.eq(out_valid_next)
         for k in range(P):
             m.d.comb += self.o.payload.data[k].eq(acc[k])
         m.d.comb += [self.o.valid.eq(out_valid), self.o.payload.first.eq(ctl[-1].first),
