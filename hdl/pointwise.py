@@ -153,25 +153,27 @@ class PointwiseMAC(wiring.Component):
         # -- loader: fills `load` from the stream ---------------------------------------------
         # Control is kept shallow (Fmax): every decision is one LUT of registers. `fill` is the
         # one-hot beat count of `load` (fill[n_chunks]: full). The loaded pixel moves to
-        # `current` (`swap`) when the buffer is full and the array idle (`swap_idle`) or
-        # issuing its last operation: registered as `swap_last_free` (... and the output
-        # register empty next cycle) and `swap_last` (... then the output must be taken). So
-        # neither `swap` nor `i.ready` goes through the array's enable `en`, whose LUT ABC
-        # would otherwise share. A chunk k > 0 is written iff fill[k] (never in a swap cycle,
-        # which needs a full buffer). The loader also takes a beat in the cycle its full
-        # buffer is swapped out (into slot 0 of the emptied buffer), so loading never waits.
+        # `current` (`swap`) when the buffer is full and the array idle, or issuing its last
+        # operation (the output register empty next cycle, or taken): `swap_any` and
+        # `swap_last` are those conditions, computed a cycle ahead, so swap = swap_any |
+        # swap_last & o.ready. The input is ready when the buffer is not full or swaps:
+        # i.ready = ready_any | ready_last & o.ready, from registers of their own (distinct
+        # from swap's, so no LUT is shared: i.ready feeds the upstream converters' ready
+        # paths and stays one LUT deep; neither goes through the array's enable `en`). A
+        # chunk k > 0 is written iff fill[k] (never in a swap cycle, which needs a full
+        # buffer). The loader also takes a beat in the cycle its full buffer is swapped out
+        # (into slot 0 of the emptied buffer), so loading never waits.
         load = Signal(pixel_layout, name="load")
         fill = Signal(n_chunks + 1, init=1, name="fill")
         load_full = fill[n_chunks]
         load_first, load_last = Signal(), Signal()
         swap = Signal()
         en = Signal()
-        # i.ready = ~load_full | swap; `ready_idle` is ~load_full | ~busy, registered
-        ready_idle = Signal(init=1)
-        swap_idle, swap_last, swap_last_free = Signal(), Signal(), Signal()
+        swap_any, swap_last = Signal(), Signal()
+        ready_any, ready_last = Signal(init=1), Signal()
         m.d.comb += [en.eq(~self.o.valid | self.o.ready),
-                     swap.eq(swap_idle | swap_last_free | (swap_last & self.o.ready)),
-                     self.i.ready.eq(ready_idle | swap_last_free | (swap_last & self.o.ready))]
+                     swap.eq(swap_any | (swap_last & self.o.ready)),
+                     self.i.ready.eq(ready_any | (ready_last & self.o.ready))]
         accepted = Signal()
         m.d.comb += accepted.eq(self.i.valid & self.i.ready)
         write = [Signal(name=f"load_we{k}") for k in range(n_chunks)]
@@ -197,7 +199,7 @@ class PointwiseMAC(wiring.Component):
         issue = Signal()
         m.d.comb += issue.eq(en & busy)
         # next-state values of fill, busy and last_op (registered below, and combined into
-        # swap_idle / swap_last for the next cycle)
+        # swap_* / ready_* for the next cycle)
         fill_next, busy_next, last_next = Signal.like(fill), Signal(), Signal()
         m.d.comb += [fill_next.eq(fill), busy_next.eq(busy), last_next.eq(last_op)]
         with m.If(issue):
@@ -213,10 +215,12 @@ class PointwiseMAC(wiring.Component):
         with m.Elif(accepted):
             m.d.comb += fill_next.eq(fill << 1)
         full_next = fill_next[n_chunks]
+        ending = full_next & busy_next & last_next         # full, the last operation pending
         m.d.sync += [fill.eq(fill_next), busy.eq(busy_next), last_op.eq(last_next),
-                     ready_idle.eq(~full_next | ~busy_next),
-                     swap_idle.eq(full_next & ~busy_next), swap_last.eq(full_next & busy_next & last_next),
-                     swap_last_free.eq(full_next & busy_next & last_next & ~out_valid_next)]
+                     swap_any.eq(full_next & ~busy_next | ending & ~out_valid_next),
+                     swap_last.eq(ending),
+                     ready_any.eq(~full_next | ~busy_next | ending & ~out_valid_next),
+                     ready_last.eq(ending & out_valid_next)]
 
         # -- operands: each PE's chunk (selected now, before a swap), this operation's weights --
         ctl_layout = data.StructLayout({"valid": 1, "first_chunk": 1, "last_chunk": 1,
