@@ -22,7 +22,7 @@ sum of the digits' entries at their weights ``16^d``. With 16 groups a table is 
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Cat, Module, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -159,8 +159,12 @@ class DepthwiseMAC(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         K2, L, G = self.kernel ** 2, self.lanes, self.channels // self.lanes
+        # The pipeline advances while the output skid register is empty, so the input's ready
+        # is a register (no combinational path from o.ready to i.ready); see _tree_and_flags.
         en = Signal()
-        m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en)]
+        skid_valid = Signal(name="out_skid_valid")
+        m.d.comb += [en.eq(~skid_valid), self.i.ready.eq(en)]
+        self._skid_valid = skid_valid
         if self.tables:
             return self._elaborate_tables(m, en)
 
@@ -219,15 +223,21 @@ class DepthwiseMAC(wiring.Component):
         return m
 
     def _tree_and_flags(self, m, en, products, bias):
-        """The adder tree per lane over the products and the bias; valid and flags alongside."""
+        """The adder tree per lane over the products and the bias; valid and flags alongside;
+        the output skid register.
+
+        The pipeline advances on ``en = ~skid_valid``. Its last stage drives ``o`` directly
+        (no added latency); a beat the output does not take as the pipeline advances moves
+        to the skid register, which then drives ``o`` while the pipeline holds."""
         L = self.lanes
         sums = []
         tree_stages = 0
         for l in range(L):
             total, tree_stages = adder_tree(m, en, products[l] + [bias[l]], width=self.tree_bits, name=f"lane{l}")
             sums.append(total)
+        pipe = Signal.like(self.o.payload, name="pipe_out")
         for l in range(L):
-            m.d.comb += self.o.payload.data[l].eq(sums[l])
+            m.d.comb += pipe.data[l].eq(sums[l])
 
         # valid and flags travel with the data.
         depth = 2 + MULTIPLY_STAGES[self.multiplier_kind] + tree_stages
@@ -238,8 +248,17 @@ class DepthwiseMAC(wiring.Component):
             m.d.sync += flags[0].eq(Cat(self.i.payload.first, self.i.payload.last))
             for k in range(1, depth):
                 m.d.sync += flags[k].eq(flags[k - 1])
-        m.d.comb += [self.o.valid.eq(valid[-1]), self.o.payload.first.eq(flags[-1][0]),
-                     self.o.payload.last.eq(flags[-1][1])]
+        m.d.comb += [pipe.first.eq(flags[-1][0]), pipe.last.eq(flags[-1][1])]
+
+        skid_valid = self._skid_valid
+        skid = Signal.like(self.o.payload, name="out_skid")
+        m.d.comb += [self.o.valid.eq(skid_valid | valid[-1]),
+                     self.o.payload.eq(Mux(skid_valid, skid, pipe))]
+        with m.If(skid_valid):
+            with m.If(self.o.ready):
+                m.d.sync += skid_valid.eq(0)
+        with m.Elif(valid[-1] & ~self.o.ready):
+            m.d.sync += [skid.eq(pipe), skid_valid.eq(1)]
 
 
 class DepthwiseUnit(wiring.Component):
