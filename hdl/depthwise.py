@@ -67,6 +67,9 @@ class DepthwiseMAC(wiring.Component):
         they fit :data:`TABLE_MAX_DEPTH` and :data:`TABLE_MAX_COUNT`.
 
     Ports: ``i`` — window beats; ``o`` — accumulator beats ``lanes x signed(acc_bits)``.
+    Latency :attr:`latency` cycles at full rate. ``i.ready`` is a register: the pipeline
+    advances while an output skid register is empty (a beat the output does not take moves
+    there), so no combinational path runs from ``o.ready`` to ``i.ready``.
     """
 
     def __init__(self, *, weights, bias, input_offset, lanes, bits, weight_bits, acc_range,

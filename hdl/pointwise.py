@@ -8,8 +8,9 @@ processing elements (output channels ``b * pe + k``) the ``j``-th ``simd``-wide 
 its group's input channels and that chunk's weights. Each PE sums its ``simd`` products
 in a registered adder tree and accumulates over the ``j`` chunks, starting from its bias;
 after the last chunk the ``pe`` accumulators leave as one beat. A per-operation ROM holds
-the weights, the biases and each PE's chunk index (PEs spanning whole groups read
-different chunks). The array therefore sustains ``max(T, C_in / simd)`` cycles per pixel:
+the weights (in block RAM when deeper than :data:`ROM_LOGIC_DEPTH`), a per-batch ROM the
+biases, and a table each PE's chunk index (PEs spanning whole groups read different
+chunks). The array therefore sustains ``max(T, C_in / simd)`` cycles per pixel:
 exactly ``MACs per pixel / (pe * simd)`` whenever ``pe`` divides ``C_out / groups``.
 """
 
