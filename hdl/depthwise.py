@@ -6,6 +6,14 @@ multipliers), sums the K^2 products and the bias in a registered adder tree, and
 exact accumulators (width from the stage's worst case). Weights and biases come from a
 ROM with one row per channel group, read in the stage that registers the window.
 
+With ``multipliers="logic"`` and few channel groups the products come from *product
+tables* instead of shift-and-add logic (:attr:`DepthwiseMAC.tables`): the input offset is
+folded into the bias (``sum_t w_t (x_t + o) = sum_t w_t x_t + o sum_t w_t``), and each tap
+``x`` (signed ``bits``) is split into 4-bit digits, the top one signed; a ROM per tap, lane
+and digit, addressed by (channel group, digit), holds ``w * digit``, and the product is the
+sum of the digits' entries at their weights ``16^d``. With 16 groups a table is one
+256-entry block RAM; same stages and latency as the shift-and-add multiplier.
+
 :class:`DepthwiseUnit` wires :class:`~convgen.hdl.window.WindowGenerator`,
 :class:`DepthwiseMAC` and :class:`~convgen.hdl.requant.Requantizer` for a
 :class:`~convgen.config.Depthwise` stage.
@@ -14,8 +22,9 @@ ROM with one row per channel group, read in the stage that registers the window.
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Cat, Module, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .beats import beat_layout
@@ -23,7 +32,21 @@ from .mac import MULTIPLY_STAGES, delayed, GroupCounter, adder_tree, adder_tree_
 from .requant import Requantizer, acc_layout
 from .window import WindowGenerator, window_layout
 
-__all__ = ["DepthwiseMAC", "DepthwiseUnit"]
+__all__ = ["DepthwiseMAC", "DepthwiseUnit", "TABLE_MAX_DEPTH", "TABLE_MAX_COUNT"]
+
+#: Product tables replace logic multipliers when each has at most this many entries
+#: (channel groups x 2^digit bits: one iCE40 256 x 16 block RAM) ...
+TABLE_MAX_DEPTH = 256
+#: ... and the MAC needs at most this many (K^2 x lanes x digits: a 3x3 kernel on one lane
+#: with 8-bit inputs takes 18).
+TABLE_MAX_COUNT = 18
+TABLE_DIGIT_BITS = 4
+
+
+def table_digits(bits: int):
+    """Widths of the 4-bit digits of a signed ``bits``-bit value, lowest first (the last,
+    signed, may be narrower)."""
+    return [min(TABLE_DIGIT_BITS, bits - lo) for lo in range(0, bits, TABLE_DIGIT_BITS)]
 
 
 class DepthwiseMAC(wiring.Component):
@@ -38,12 +61,19 @@ class DepthwiseMAC(wiring.Component):
     lanes, bits, weight_bits : int
     acc_range : (int, int)
         Worst-case accumulator range (sizes the output).
+    multipliers : "dsp" or "logic"
+    tables : bool or None
+        Logic multipliers as product tables (see the module docstring); ``None``: when
+        they fit :data:`TABLE_MAX_DEPTH` and :data:`TABLE_MAX_COUNT`.
 
     Ports: ``i`` — window beats; ``o`` — accumulator beats ``lanes x signed(acc_bits)``.
+    Latency :attr:`latency` cycles at full rate. ``i.ready`` is a register: the pipeline
+    advances while an output skid register is empty (a beat the output does not take moves
+    there), so no combinational path runs from ``o.ready`` to ``i.ready``.
     """
 
     def __init__(self, *, weights, bias, input_offset, lanes, bits, weight_bits, acc_range,
-                 multipliers="dsp"):
+                 multipliers="dsp", tables=None):
         weights, bias = np.asarray(weights, dtype=np.int64), np.asarray(bias, dtype=np.int64)
         k, k2, channels = weights.shape
         if k != k2 or bias.shape != (channels,) or channels % lanes:
@@ -55,10 +85,22 @@ class DepthwiseMAC(wiring.Component):
         if multipliers not in MULTIPLY_STAGES:
             raise ValueError(f"multipliers must be one of {', '.join(MULTIPLY_STAGES)}, not {multipliers!r}")
         self.multiplier_kind = multipliers
+        groups, digits = channels // lanes, table_digits(bits)
+        fits = (groups << max(digits) <= TABLE_MAX_DEPTH and k * k * lanes * len(digits) <= TABLE_MAX_COUNT)
+        if tables and multipliers != "logic":
+            raise ValueError("product tables replace logic multipliers: multipliers must be 'logic'")
+        self.tables = multipliers == "logic" and (fits if tables is None else bool(tables))
         self.acc_bits = signed_bits(*acc_range)
-        # Partial sums of the tree: every tap at its largest magnitude, plus the bias.
-        x_max = (1 << bits) - 1 + 0      # |x + offset| <= 2^bits - 1
-        worst = int(np.abs(weights).reshape(-1, channels).sum(axis=0).max()) * x_max + int(np.abs(bias).max())
+        w_abs = int(np.abs(weights).reshape(-1, channels).sum(axis=0).max())
+        if self.tables:
+            # the offset folded into the bias; the taps are the raw inputs, |x| <= 2^(bits-1)
+            self._bias = bias + input_offset * weights.reshape(-1, channels).sum(axis=0)
+            worst = w_abs * (1 << (bits - 1)) + int(np.abs(self._bias).max())
+        else:
+            # Partial sums of the tree: every tap at its largest magnitude, plus the bias.
+            x_max = (1 << bits) - 1 + 0      # |x + offset| <= 2^bits - 1
+            worst = w_abs * x_max + int(np.abs(bias).max())
+        self.bias_bits = max(32, signed_bits(int(self._bias.min()), int(self._bias.max())))
         self.tree_bits = max(signed_bits(-worst, worst), self.acc_bits)
         super().__init__({
             "i": In(stream.Signature(window_layout(bits, lanes, k))),
@@ -66,17 +108,17 @@ class DepthwiseMAC(wiring.Component):
         })
 
     @classmethod
-    def for_stage(cls, stage):
+    def for_stage(cls, stage, *, tables=None):
         return cls(weights=stage.weights, bias=stage.bias, input_offset=stage.input_offset,
                    lanes=stage.lanes, bits=stage.input.bits, weight_bits=stage.weight_bits,
-                   acc_range=stage.accumulator_range, multipliers=stage.multipliers)
+                   acc_range=stage.accumulator_range, multipliers=stage.multipliers, tables=tables)
 
     @property
     def stages(self):
         """operands (taps + offset, weights read), weights (the ROM's output registered, so no
         block RAM drives a multiplier), multiply (two stages in logic), the adder tree's stages."""
         tree = adder_tree_stages(self.kernel ** 2 + 1)
-        multiply = ("multiply",) if self.multiplier_kind == "dsp" else ("rows", "multiply")
+        multiply = ("multiply",) if self.multiplier_kind == "dsp" else ("rows", "multiply")   # rows: table reads
         return ("operands", "weights", *multiply, *(f"sum{k}" for k in range(tree)))
 
     @property
@@ -87,11 +129,47 @@ class DepthwiseMAC(wiring.Component):
     def multipliers(self) -> int:
         return self.kernel ** 2 * self.lanes
 
+    def _table_products(self, m, en, x, group):
+        """Products ``w[t, c] * x[t][l]`` from the tables, registered twice (the table read,
+        then the digits' sum); ``x`` and ``group`` are the registered taps and their group."""
+        K2, L = self.kernel ** 2, self.lanes
+        w = self._weights.reshape(K2, -1)
+        G, digits = self.channels // L, table_digits(self.bits)
+        products = [[None] * K2 for _ in range(L)]
+        for t in range(K2):
+            for l in range(L):
+                terms, lo = [], 0
+                for d, width in enumerate(digits):
+                    signed_digit = d == len(digits) - 1
+                    values = [v - (1 << width) if signed_digit and v >> (width - 1) else v
+                              for v in range(1 << width)]
+                    init = [int(w[t, g * L + l]) * v for g in range(G) for v in values]
+                    shape = signed(signed_bits(min(init), max(init)))
+                    m.submodules[f"table{t}_{l}_{d}"] = table = Memory(shape=shape, depth=len(init), init=init)
+                    port = table.read_port()
+                    m.d.comb += [port.addr.eq(Cat(x[t][l][lo:lo + width], group)), port.en.eq(en)]
+                    terms.append((port.data, lo))
+                    lo += width
+                out = Signal(signed(self.bits + self.weight_bits), name=f"p{t}_{l}")
+                total = terms[0][0]
+                for value, shift in terms[1:]:
+                    total = total + (value << shift)
+                with m.If(en):
+                    m.d.sync += out.eq(total)
+                products[l][t] = out
+        return products
+
     def elaborate(self, platform):
         m = Module()
         K2, L, G = self.kernel ** 2, self.lanes, self.channels // self.lanes
+        # The pipeline advances while the output skid register is empty, so the input's ready
+        # is a register (no combinational path from o.ready to i.ready); see _tree_and_flags.
         en = Signal()
-        m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en)]
+        skid_valid = Signal(name="out_skid_valid")
+        m.d.comb += [en.eq(~skid_valid), self.i.ready.eq(en)]
+        self._skid_valid = skid_valid
+        if self.tables:
+            return self._elaborate_tables(m, en)
 
         # operands: taps + input offset registered; this group's weights and biases read.
         group = GroupCounter(m, self.i, G)
@@ -119,14 +197,50 @@ class DepthwiseMAC(wiring.Component):
         bias = delayed(m, en, [params.bias[l] for l in range(L)], MULTIPLY_STAGES[self.multiplier_kind],
                        signed(32), "bias{}")
 
-        # adder tree per lane.
+        self._tree_and_flags(m, en, products, bias)
+        return m
+
+    def _elaborate_tables(self, m, en):
+        """The MAC with product tables: the same stages as with shift-and-add multipliers."""
+        K2, L, G = self.kernel ** 2, self.lanes, self.channels // self.lanes
+        # operands: the raw taps and their group registered; this group's biases read.
+        group = GroupCounter(m, self.i, G)
+        row = data.StructLayout({"bias": data.ArrayLayout(signed(self.bias_bits), L)})
+        rows = [{"bias": [int(self._bias[g * L + l]) for l in range(L)]} for g in range(G)]
+        params = group_rom(m, "biases", row, rows, group.index, en)
+        taps = [[Signal(signed(self.bits), name=f"tap{t}_{l}") for l in range(L)] for t in range(K2)]
+        tap_group = Signal(range(G), name="tap_group")
+        with m.If(en):
+            m.d.sync += [taps[t][l].eq(self.i.payload.data[t][l]) for t in range(K2) for l in range(L)]
+            m.d.sync += tap_group.eq(group.index)
+        # weights: the biases, taps and group registered once more (the tables' address)
+        biases = Signal(row, name="biases")
+        with m.If(en):
+            m.d.sync += biases.eq(params)
+        taps = [delayed(m, en, taps[t], 1, signed(self.bits), f"tap{t}_{{}}_w") for t in range(K2)]
+        (tap_group,) = delayed(m, en, [tap_group], 1, range(G), "tap_group_w")
+        products = self._table_products(m, en, taps, tap_group)
+        bias = delayed(m, en, [biases.bias[l] for l in range(L)], MULTIPLY_STAGES["logic"],
+                       signed(self.bias_bits), "bias{}")
+        self._tree_and_flags(m, en, products, bias)
+        return m
+
+    def _tree_and_flags(self, m, en, products, bias):
+        """The adder tree per lane over the products and the bias; valid and flags alongside;
+        the output skid register.
+
+        The pipeline advances on ``en = ~skid_valid``. Its last stage drives ``o`` directly
+        (no added latency); a beat the output does not take as the pipeline advances moves
+        to the skid register, which then drives ``o`` while the pipeline holds."""
+        L = self.lanes
         sums = []
         tree_stages = 0
         for l in range(L):
             total, tree_stages = adder_tree(m, en, products[l] + [bias[l]], width=self.tree_bits, name=f"lane{l}")
             sums.append(total)
+        pipe = Signal.like(self.o.payload, name="pipe_out")
         for l in range(L):
-            m.d.comb += self.o.payload.data[l].eq(sums[l])
+            m.d.comb += pipe.data[l].eq(sums[l])
 
         # valid and flags travel with the data.
         depth = 2 + MULTIPLY_STAGES[self.multiplier_kind] + tree_stages
@@ -137,9 +251,17 @@ class DepthwiseMAC(wiring.Component):
             m.d.sync += flags[0].eq(Cat(self.i.payload.first, self.i.payload.last))
             for k in range(1, depth):
                 m.d.sync += flags[k].eq(flags[k - 1])
-        m.d.comb += [self.o.valid.eq(valid[-1]), self.o.payload.first.eq(flags[-1][0]),
-                     self.o.payload.last.eq(flags[-1][1])]
-        return m
+        m.d.comb += [pipe.first.eq(flags[-1][0]), pipe.last.eq(flags[-1][1])]
+
+        skid_valid = self._skid_valid
+        skid = Signal.like(self.o.payload, name="out_skid")
+        m.d.comb += [self.o.valid.eq(skid_valid | valid[-1]),
+                     self.o.payload.eq(Mux(skid_valid, skid, pipe))]
+        with m.If(skid_valid):
+            with m.If(self.o.ready):
+                m.d.sync += skid_valid.eq(0)
+        with m.Elif(valid[-1] & ~self.o.ready):
+            m.d.sync += [skid.eq(pipe), skid_valid.eq(1)]
 
 
 class DepthwiseUnit(wiring.Component):
@@ -150,10 +272,10 @@ class DepthwiseUnit(wiring.Component):
     ``tail_wait``: see :class:`~convgen.hdl.window.WindowGenerator`.
     """
 
-    def __init__(self, stage, tail_wait=None):
+    def __init__(self, stage, tail_wait=None, *, tables=None):
         self.stage = stage
         self.window = WindowGenerator.for_stage(stage, tail_wait)
-        self.mac = DepthwiseMAC.for_stage(stage)
+        self.mac = DepthwiseMAC.for_stage(stage, tables=tables)
         self.requant = Requantizer.for_stage(stage, stage.lanes)
         super().__init__({
             "i": In(stream.Signature(beat_layout(stage.input.bits, stage.lanes))),

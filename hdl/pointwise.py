@@ -8,8 +8,9 @@ processing elements (output channels ``b * pe + k``) the ``j``-th ``simd``-wide 
 its group's input channels and that chunk's weights. Each PE sums its ``simd`` products
 in a registered adder tree and accumulates over the ``j`` chunks, starting from its bias;
 after the last chunk the ``pe`` accumulators leave as one beat. A per-operation ROM holds
-the weights, the biases and each PE's chunk index (PEs spanning whole groups read
-different chunks). The array therefore sustains ``max(T, C_in / simd)`` cycles per pixel:
+the weights (in block RAM when deeper than :data:`ROM_LOGIC_DEPTH`), a per-batch ROM the
+biases, and a table each PE's chunk index (PEs spanning whole groups read different
+chunks). The array therefore sustains ``max(T, C_in / simd)`` cycles per pixel:
 exactly ``MACs per pixel / (pe * simd)`` whenever ``pe`` divides ``C_out / groups``.
 """
 
@@ -18,15 +19,31 @@ from __future__ import annotations
 import numpy as np
 from amaranth.hdl import Array, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .beats import SkidBuffer, beat_layout
-from .mac import MULTIPLY_STAGES, delayed, adder_tree, adder_tree_stages, group_rom, product, signed_bits
+from .mac import MULTIPLY_STAGES, delayed, adder_tree, adder_tree_stages, product, signed_bits
 from .requant import Requantizer, acc_layout
 from .schedule import requant_share, shared_requant_delay
 from .width import Gather, Split
 
 __all__ = ["PointwiseMAC", "PointwiseUnit"]
+
+
+#: ROMs deeper than this go to block RAM: in logic, every output bit of a deeper ROM is a
+#: tree of LUT4s on the address (16 rows: one LUT4 per bit).
+ROM_LOGIC_DEPTH = 16
+
+
+def _rom(m: Module, name: str, shape, rows: list, addr, en):
+    """A ROM read synchronously at ``addr`` while ``en`` (data the cycle after the address);
+    in block RAM if deeper than :data:`ROM_LOGIC_DEPTH` rows."""
+    attrs = {"rom_style": "block"} if len(rows) > ROM_LOGIC_DEPTH else None
+    m.submodules[name] = rom = Memory(shape=shape, depth=len(rows), init=rows, attrs=attrs)
+    port = rom.read_port()
+    m.d.comb += [port.addr.eq(addr), port.en.eq(en)]
+    return port.data
 
 
 class PointwiseMAC(wiring.Component):
@@ -61,6 +78,7 @@ class PointwiseMAC(wiring.Component):
         self._weights, self._bias = weights, bias
         self.acc_bits = signed_bits(*acc_range)
         worst = int(np.abs(weights).sum(axis=1).max()) * ((1 << bits) - 1) + int(np.abs(bias).max())
+        self.bias_bits = signed_bits(int(bias.min()), int(bias.max()))
         self.tree_bits = max(signed_bits(-worst, worst), self.acc_bits)
         super().__init__({
             "i": In(stream.Signature(beat_layout(bits, simd))),
@@ -117,15 +135,13 @@ class PointwiseMAC(wiring.Component):
                 for b in range(self.batches) for j in range(self.chunks)]
 
     def _rom_rows(self):
-        rows = []
-        for b in range(self.batches):
-            for j in range(self.chunks):
-                outs = [b * self.pe + k for k in range(self.pe)]
-                rows.append({
-                    "w": [[int(self._weights[o, j * self.simd + s]) for s in range(self.simd)] for o in outs],
-                    "bias": [int(self._bias[o]) for o in outs],
-                })
-        return rows
+        """Per operation: each PE's chunk of weights."""
+        return [[[int(self._weights[b * self.pe + k, j * self.simd + s]) for s in range(self.simd)]
+                 for k in range(self.pe)] for b in range(self.batches) for j in range(self.chunks)]
+
+    def _bias_rows(self):
+        """Per batch: each PE's bias."""
+        return [[int(self._bias[b * self.pe + k]) for k in range(self.pe)] for b in range(self.batches)]
 
     def elaborate(self, platform):
         m = Module()
@@ -136,50 +152,76 @@ class PointwiseMAC(wiring.Component):
         pixel_layout = data.ArrayLayout(chunk_layout, n_chunks)
 
         # -- loader: fills `load` from the stream ---------------------------------------------
+        # Control is kept shallow (Fmax): every decision is one LUT of registers. `fill` is the
+        # one-hot beat count of `load` (fill[n_chunks]: full). The loaded pixel moves to
+        # `current` (`swap`) when the buffer is full and the array idle, or issuing its last
+        # operation (the output register empty next cycle, or taken): `swap_any` and
+        # `swap_last` are those conditions, computed a cycle ahead, so swap = swap_any |
+        # swap_last & o.ready. The input is ready when the buffer is not full or swaps:
+        # i.ready = ready_any | ready_last & o.ready, from registers of their own (distinct
+        # from swap's, so no LUT is shared: i.ready feeds the upstream converters' ready
+        # paths and stays one LUT deep; neither goes through the array's enable `en`). A
+        # chunk k > 0 is written iff fill[k] (never in a swap cycle, which needs a full
+        # buffer). The loader also takes a beat in the cycle its full buffer is swapped out
+        # (into slot 0 of the emptied buffer), so loading never waits.
         load = Signal(pixel_layout, name="load")
-        load_count = Signal(range(n_chunks + 1))
-        load_full = Signal()
+        fill = Signal(n_chunks + 1, init=1, name="fill")
+        load_full = fill[n_chunks]
         load_first, load_last = Signal(), Signal()
-        swap = Signal()     # the loaded pixel moves to `current` (defined below)
-        # The loader also takes a beat in the cycle its full buffer is swapped out (into slot 0
-        # of the emptied buffer), so loading never waits a cycle.
-        m.d.comb += [load_full.eq(load_count == n_chunks), self.i.ready.eq(~load_full | swap)]
-        slot = Mux(swap, 0, load_count)
-        with m.If(self.i.valid & self.i.ready):
-            with m.Switch(slot):
-                for k in range(n_chunks):
-                    with m.Case(k):
-                        m.d.sync += [load[k][e].eq(self.i.payload.data[e] + self.input_offset)
-                                     for e in range(S)]
-            with m.If(slot == 0):
-                m.d.sync += load_first.eq(self.i.payload.first)
-            with m.If(slot == n_chunks - 1):
-                m.d.sync += load_last.eq(self.i.payload.last)
+        swap = Signal()
+        en = Signal()
+        swap_any, swap_last = Signal(), Signal()
+        ready_any, ready_last = Signal(init=1), Signal()
+        m.d.comb += [en.eq(~self.o.valid | self.o.ready),
+                     swap.eq(swap_any | (swap_last & self.o.ready)),
+                     self.i.ready.eq(ready_any | (ready_last & self.o.ready))]
+        accepted = Signal()
+        m.d.comb += accepted.eq(self.i.valid & self.i.ready)
+        write = [Signal(name=f"load_we{k}") for k in range(n_chunks)]
+        m.d.comb += write[0].eq(self.i.valid & (fill[0] | swap))
+        m.d.comb += [write[k].eq(self.i.valid & fill[k]) for k in range(1, n_chunks)]
+        for k in range(n_chunks):
+            with m.If(write[k]):
+                m.d.sync += [load[k][e].eq(self.i.payload.data[e] + self.input_offset) for e in range(S)]
+                if k == 0:
+                    m.d.sync += load_first.eq(self.i.payload.first)
+                if k == n_chunks - 1:
+                    m.d.sync += load_last.eq(self.i.payload.last)
 
         # -- issue: one operation per enabled cycle on the `current` pixel --------------------
-        en = Signal()
-        m.d.comb += en.eq(~self.o.valid | self.o.ready)
+        out_valid, out_valid_next = Signal(), Signal()      # the output register's valid (below)
         current = Signal(pixel_layout, name="current")
         cur_first, cur_last = Signal(), Signal()
         busy = Signal()
+        last_op = Signal(init=T == 1, name="last_op")     # op == T - 1, registered
         op = Signal(range(T), name="op")
         j = Signal(range(self.chunks), name="chunk_j")
         b = Signal(range(self.batches), name="batch_b")
-        issue, last_op = Signal(), Signal()
-        m.d.comb += [issue.eq(en & busy), last_op.eq(op == T - 1),
-                     swap.eq(load_full & (~busy | (issue & last_op)))]
+        issue = Signal()
+        m.d.comb += issue.eq(en & busy)
+        # next-state values of fill, busy and last_op (registered below, and combined into
+        # swap_* / ready_* for the next cycle)
+        fill_next, busy_next, last_next = Signal.like(fill), Signal(), Signal()
+        m.d.comb += [fill_next.eq(fill), busy_next.eq(busy), last_next.eq(last_op)]
         with m.If(issue):
             m.d.sync += [op.eq(Mux(last_op, 0, op + 1)), j.eq(Mux(j == self.chunks - 1, 0, j + 1))]
+            m.d.comb += last_next.eq(Mux(last_op, T == 1, op == T - 2))
             with m.If(j == self.chunks - 1):
                 m.d.sync += b.eq(Mux(b == self.batches - 1, 0, b + 1))
             with m.If(last_op):
-                m.d.sync += busy.eq(0)
-        accepted = self.i.valid & self.i.ready
+                m.d.comb += busy_next.eq(0)
         with m.If(swap):      # the next pixel moves in as the last operation of this one issues
-            m.d.sync += [current.eq(load), busy.eq(1), load_count.eq(accepted),
-                         cur_first.eq(load_first), cur_last.eq(load_last)]
+            m.d.sync += [current.eq(load), cur_first.eq(load_first), cur_last.eq(load_last)]
+            m.d.comb += [busy_next.eq(1), fill_next.eq(Mux(accepted, 0b10, 0b01))]
         with m.Elif(accepted):
-            m.d.sync += load_count.eq(load_count + 1)
+            m.d.comb += fill_next.eq(fill << 1)
+        full_next = fill_next[n_chunks]
+        ending = full_next & busy_next & last_next         # full, the last operation pending
+        m.d.sync += [fill.eq(fill_next), busy.eq(busy_next), last_op.eq(last_next),
+                     swap_any.eq(full_next & ~busy_next | ending & ~out_valid_next),
+                     swap_last.eq(ending),
+                     ready_any.eq(~full_next | ~busy_next | ending & ~out_valid_next),
+                     ready_last.eq(ending & out_valid_next)]
 
         # -- operands: each PE's chunk (selected now, before a swap), this operation's weights --
         ctl_layout = data.StructLayout({"valid": 1, "first_chunk": 1, "last_chunk": 1,
@@ -188,8 +230,9 @@ class PointwiseMAC(wiring.Component):
         ctl = [Signal(ctl_layout, name=f"ctl_{name}") for name in stages]
         rom_layout = data.StructLayout({
             "w": data.ArrayLayout(data.ArrayLayout(signed(self.weight_bits), S), P),
-            "bias": data.ArrayLayout(signed(32), P)})
-        rom_data = group_rom(m, "weights", rom_layout, self._rom_rows(), op, en)
+            "bias": data.ArrayLayout(signed(self.bias_bits), P)})
+        w_data = _rom(m, "weights", rom_layout["w"].shape, self._rom_rows(), op, en)
+        bias_data = _rom(m, "biases", rom_layout["bias"].shape, self._bias_rows(), b, en)
         table = self._chunk_table()
         operands = [Signal(chunk_layout, name=f"operand{k}") for k in range(P)]
         chunks = Array(current[c] for c in range(n_chunks))
@@ -208,21 +251,21 @@ class PointwiseMAC(wiring.Component):
         # -- weights: the ROM output and the operands registered once more --------------------
         params = Signal(rom_layout, name="weights")
         with m.If(en):
-            m.d.sync += params.eq(rom_data)
+            m.d.sync += [params.w.eq(w_data), params.bias.eq(bias_data)]
         operands = delayed(m, en, operands, 1, chunk_layout, "operand{}_w")
 
         # -- multiply: P x S products; the biases move along ----------------------------------
         products = [[product(m, en, operands[k][s], params.w[k][s], kind=self.multiplier_kind, name=f"p{k}_{s}")
                      for s in range(S)] for k in range(P)]
         bias = delayed(m, en, [params.bias[k] for k in range(P)], MULTIPLY_STAGES[self.multiplier_kind],
-                       signed(32), "bias{}")
+                       signed(self.bias_bits), "bias{}")
 
         # -- adder tree over the SIMD products (bias delayed alongside) ------------------------
         sums, tree_stages = [], 0
         for k in range(P):
             total, tree_stages = adder_tree(m, en, products[k], width=self.tree_bits, name=f"pe{k}")
             sums.append(total)
-        bias = delayed(m, en, bias, tree_stages, signed(32), "bias{}_d")
+        bias = delayed(m, en, bias, tree_stages, signed(self.bias_bits), "bias{}_d")
 
         # -- accumulate over the chunks, starting from the bias --------------------------------
         acc = [Signal(signed(self.tree_bits), name=f"acc{k}") for k in range(P)]
@@ -230,9 +273,8 @@ class PointwiseMAC(wiring.Component):
         with m.If(en & c.valid):
             for k in range(P):
                 m.d.sync += acc[k].eq(Mux(c.first_chunk, bias[k], acc[k]) + sums[k])
-        out_valid = Signal()
-        with m.If(en):
-            m.d.sync += out_valid.eq(c.valid & c.last_chunk)
+        m.d.comb += out_valid_next.eq(Mux(en, c.valid & c.last_chunk, out_valid))
+        m.d.sync += out_valid.eq(out_valid_next)
         for k in range(P):
             m.d.comb += self.o.payload.data[k].eq(acc[k])
         m.d.comb += [self.o.valid.eq(out_valid), self.o.payload.first.eq(ctl[-1].first),

@@ -277,3 +277,123 @@ def test_depthwise_unit_logic_multipliers_extremes(weight_bits):
     frames = [np.full((3, 3, 2), -128), np.full((3, 3, 2), 127), *bench.random_frames(rng, stage, 1)]
     _, _, got = run_unit(stage, frames, source="periodic", sink="random", seed=6)
     assert max(int(np.abs(g).max()) for g in got) >= 50          # the products reach the output
+
+
+# -- logic multipliers as product tables ---------------------------------------------------------
+
+def run_tables(stage, frames, **kw):
+    """run_unit with the MAC's product tables forced on."""
+    unit = DepthwiseUnit(stage, tables=True)
+    assert unit.mac.tables
+    expected = [golden.run_stage(stage, x) for x in frames]
+    cycles, got = bench.run_frames(unit, frames, expected, stage.lanes, stage.lanes, **kw)
+    return unit, cycles, got
+
+
+def test_depthwise_tables_chosen():
+    """Tables when they fit (the UP5K example: 16 groups x 16 = 256 entries, 18 tables), else
+    shift-and-add; never for DSP multipliers."""
+    from convgen.hdl.depthwise import table_digits
+    assert table_digits(8) == [4, 4] and table_digits(6) == [4, 2] and table_digits(3) == [3]
+    assert table_digits(12) == [4, 4, 4]
+
+    def tables(stage):
+        mac = DepthwiseMAC.for_stage(stage)
+        Fragment.get(mac, None)
+        return mac.tables
+    assert tables(depthwise_stage(4, 4, 16, 1, 3, 1, 1, "same", multipliers="logic"))
+    assert not tables(depthwise_stage(4, 4, 32, 1, 3, 1, 1, "same", multipliers="logic"))
+    assert not tables(depthwise_stage(4, 4, 4, 2, 3, 1, 1, "same", multipliers="logic"))
+    assert not tables(depthwise_stage(4, 4, 4, 1, 5, 1, 1, "same", multipliers="logic"))
+    assert not tables(depthwise_stage(4, 4, 16, 1, 3, 1, 1, "same"))
+    with pytest.raises(ValueError, match="product tables replace logic multipliers"):
+        DepthwiseMAC(weights=np.zeros((3, 3, 2)), bias=np.zeros(2), input_offset=0, lanes=1, bits=8,
+                     weight_bits=8, acc_range=(-10, 10), tables=True)
+
+
+@pytest.mark.parametrize("geometry", [(5, 6, 4, 2, 3, 1, 1, "same"), (10, 9, 3, 1, 5, 2, 2, "valid"),
+                                      (4, 5, 16, 1, 3, 1, 1, "same"), (1, 1, 1, 1, 3, 1, 1, "same")],
+                         ids=geometry_id)
+def test_depthwise_unit_tables(geometry):
+    """Product tables: bit-exact under stalls, the stages and cycles of shift-and-add."""
+    stage = depthwise_stage(*geometry, seed=23, multipliers="logic", rounding="single")
+    rng = np.random.default_rng(223)
+    unit, _, _ = run_tables(stage, bench.random_frames(rng, stage), source="random", sink="bursty", seed=7)
+    shift_add = DepthwiseUnit(stage, tables=False)
+    Fragment.get(shift_add, None)
+    assert unit.mac.stages == shift_add.mac.stages and unit.latency == shift_add.latency
+    unit, cycles, _ = run_tables(stage, bench.random_frames(rng, stage, 2))
+    assert cycles == unit.window.schedule.frame_cycles(groups=stage.input.channels // stage.lanes,
+                                                       latency=unit.latency, frames=2,
+                                                       tail_wait=unit.window.tail_wait)
+
+
+@pytest.mark.parametrize("weight_bits,zero_point", [(2, 0), (3, -128), (8, 127), (8, -128), (12, 5)])
+def test_depthwise_unit_tables_extremes(weight_bits, zero_point):
+    """Weights at -2^(wb-1) and 2^(wb-1) - 1, inputs at both ends (the signed top digit at
+    -8 and 7, the low digit at 0 and 15), the input offset at both ends (folded into the bias)."""
+    stage = depthwise_stage(3, 3, 2, 2, 3, 1, 1, "same", seed=24, activation="none",
+                            weight_bits=weight_bits, multipliers="logic", input_extra={"zero_point": zero_point})
+    lo, hi = arith.int_range(weight_bits)
+    weights = np.full((3, 3, 2), lo)
+    weights[:, :, 1] = hi
+    weights[1, 1, 0] = hi
+    worst = 9 * 256 * (1 << (weight_bits - 1))
+    stage = bench.with_numbers(stage, weights, np.array([-(1 << 20), (1 << 20) - 1]), real=100.0 / worst)
+    rng = np.random.default_rng(224)
+    frames = [np.full((3, 3, 2), -128), np.full((3, 3, 2), 127), np.full((3, 3, 2), -121),
+              np.full((3, 3, 2), 15), *bench.random_frames(rng, stage, 1)]
+    _, _, got = run_tables(stage, frames, source="periodic", sink="random", seed=8)
+    assert max(int(np.abs(g).max()) for g in got) >= 50          # the products reach the output
+
+
+@pytest.mark.parametrize("bits_in,weight_bits", [(2, 2), (6, 4), (12, 8), (3, 16)])
+def test_depthwise_unit_tables_widths(bits_in, weight_bits):
+    """Inputs of 2..12 bits: one narrow signed digit, a narrow top digit, three digits."""
+    stage = depthwise_stage(3, 3, 2, 1, 3, 1, 1, "same", seed=bits_in * 13 + weight_bits, activation="none",
+                            input_extra={"bits": bits_in}, weight_bits=weight_bits, multipliers="logic")
+    rng = np.random.default_rng([225, bits_in, weight_bits])
+    lo, hi = arith.int_range(bits_in)
+    frames = [np.full((3, 3, 2), lo), np.full((3, 3, 2), hi), *bench.random_frames(rng, stage, 2)]
+    run_tables(stage, frames, source="random", sink="random", seed=bits_in)
+
+
+@pytest.mark.parametrize("multipliers", ["dsp", "logic"])
+def test_depthwise_mac_ready_is_registered(multipliers):
+    """i.ready does not follow o.ready within a cycle (the output skid register): under a
+    seeded valid/ready pattern, i.ready reads the same with o.ready low and high, holds the
+    pipeline only once a beat waits in the skid register, and no beat is lost or repeated."""
+    from amaranth.sim import Simulator
+    stage = depthwise_stage(3, 3, 1, 1, 3, 1, 1, "same", seed=26, multipliers=multipliers)
+    mac = DepthwiseMAC.for_stage(stage)
+    rng = np.random.default_rng(226)
+    valid, ready = rng.random(200) < 0.8, rng.random(200) < 0.4
+    sent, got, holds = [], [], []
+
+    async def testbench(ctx):
+        for n in range(200):
+            ctx.set(mac.i.valid, int(valid[n]))
+            for t in range(9):
+                ctx.set(mac.i.payload.data[t][0], n % 100)
+            ctx.set(mac.o.ready, 0)
+            low = ctx.get(mac.i.ready)
+            ctx.set(mac.o.ready, 1)
+            high = ctx.get(mac.i.ready)
+            assert low == high
+            ctx.set(mac.o.ready, int(ready[n]))
+            holds.append(not low)
+            if valid[n] and low:
+                sent.append(n % 100)
+            if ctx.get(mac.o.valid) and ready[n]:
+                got.append(ctx.get(mac.o.payload.data[0]))
+            await ctx.tick()
+
+    sim = Simulator(mac)
+    sim.add_clock(1e-6)
+    sim.add_testbench(testbench)
+    sim.run()
+    assert any(holds) and not all(holds)
+    # every tap x: sum(w) * (x + offset) + bias for the beats taken, in order
+    w, off, b = int(stage.weights.sum()), stage.input_offset, int(stage.bias[0])
+    expected = [w * (x + off) + b for x in sent]
+    assert got == expected[:len(got)] and len(got) >= len(sent) - mac.latency - 1

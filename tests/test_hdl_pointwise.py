@@ -301,3 +301,21 @@ def test_pointwise_unit_logic_multipliers_extremes():
     rng = np.random.default_rng(324)
     frames = [np.full((1, 2, 8), 2047), np.full((1, 2, 8), -2048), *bench.random_frames(rng, stage, 1)]
     run_unit(stage, frames, source="random", sink="periodic", seed=8)
+
+
+@pytest.mark.parametrize("c_in,c_out,pe,simd,weights_block", [(16, 32, 2, 4, True), (8, 8, 2, 2, False),
+                                                             (16, 16, 1, 1, True)])
+def test_pointwise_roms(c_in, c_out, pe, simd, weights_block):
+    """The weights ROM (one row per operation) is marked for block RAM when deeper than 16
+    rows (the UP5K example: 64); the biases have one row per batch, at their own width."""
+    from amaranth.back import rtlil
+    from convgen.hdl.pointwise import ROM_LOGIC_DEPTH
+    stage = pointwise_stage(1, 1, c_in, c_out, 1, pe, simd)
+    mac = PointwiseMAC.for_stage(stage)
+    assert (mac.operations > ROM_LOGIC_DEPTH) == weights_block
+    text = rtlil.convert(mac)
+    assert text.count('attribute \\rom_style "block"') == weights_block + (mac.batches > ROM_LOGIC_DEPTH)
+    assert mac._bias_rows() == [[int(stage.bias[b * pe + k]) for k in range(pe)] for b in range(mac.batches)]
+    lo, hi = int(stage.bias.min()), int(stage.bias.max())
+    assert -(1 << (mac.bias_bits - 1)) <= lo and hi < 1 << (mac.bias_bits - 1)
+    assert not (-(1 << (mac.bias_bits - 2)) <= lo and hi < 1 << (mac.bias_bits - 2))
