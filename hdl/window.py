@@ -174,23 +174,19 @@ class WindowGenerator(wiring.Component):
         x = Signal(range(W), name="slot_x")
         g = Signal(range(G), name="slot_group")
         slot = Signal(range(s.slots * G + 1), name="slot")        # beat index within the frame
-        real = Signal()
-        m.d.comb += real.eq(y < H)
-
-        # Overlap of the tail with the next frame (see "Back-to-back frames"): decided at
-        # the first virtual beat, held until the frame's last slot.
-        overlap = Signal()                  # this tail is taking the next frame's pixels
+        beats, real_beats = s.slots * G, H * W * G
+        # Decisions about the slot, registered as the slot counter advances, so that no
+        # compare of the counters sits on the fire -> counter path: the frame's last beat,
+        # its first virtual beat, whether the slot is a real input pixel (y < H), and the
+        # two flags `fire` is made of.
+        last_slot = Signal(init=beats == 1)
         first_virtual = Signal()
-        if s.overlaps:
-            m.d.comb += first_virtual.eq(slot == H * W * G)
-        waits = Signal()                    # this slot consumes an input beat (waits for it)
-        offers = Signal()                   # the input is ready for a beat this cycle
-        m.d.comb += [waits.eq(real | overlap), offers.eq(real | overlap | first_virtual)]
-        # The first virtual slot fires with the next frame's first beat, or with the zero
-        # point once it has waited `tail_wait` cycles for it.
+        real = Signal(init=1)
+        overlap = Signal()       # this tail is taking the next frame's pixels ("Back-to-back frames")
+        timeout = Signal(init=self.tail_wait == 0)     # the first virtual beat waited long enough
         waited = Signal(range(self.tail_wait + 1), name="tail_waited")
-        timeout = Signal()
-        m.d.comb += timeout.eq(waited == self.tail_wait)
+        offers = Signal(init=1)  # the slot takes an input beat if one is offered
+        alone = Signal()         # the slot fires without one (zero points)
 
         en = Signal()            # the pipeline advances
         fire = Signal()          # a slot happens this cycle
@@ -198,25 +194,40 @@ class WindowGenerator(wiring.Component):
         m.d.comb += [
             en.eq(~self.o.valid | self.o.ready),
             self.i.ready.eq(en & offers),
-            fire.eq(en & Mux(waits, self.i.valid, Mux(first_virtual, self.i.valid | timeout, 1))),
+            fire.eq(en & (self.i.valid & offers | alone)),
             takes.eq(offers & self.i.valid),
         ]
+        # Next values. Real slots wait for input; the first virtual slot takes the next
+        # frame's first beat if offered, or fires alone once it has waited `tail_wait`
+        # cycles; the rest of the tail waits for input if it overlaps, else fires alone.
+        # The next frame starts at slot 0, or at slot `tail` after an overlapped tail: a
+        # real slot, never the last or the first virtual one (tail < H * W).
+        pre_virtual = (slot == real_beats - 1) if s.tail else Const(0)
+        overlapping = Signal()   # this beat's tail overlaps (decided on its first virtual beat)
+        m.d.comb += overlapping.eq(Mux(first_virtual, self.i.valid, overlap))
+        real_n, first_virtual_n, overlap_n, timeout_n = Signal(), Signal(), Signal(), Signal()
+        m.d.comb += [
+            real_n.eq(Mux(fire, last_slot | real & ~pre_virtual, real)),
+            first_virtual_n.eq(Mux(fire, ~last_slot & pre_virtual & int(s.overlaps), first_virtual)),
+            overlap_n.eq(Mux(fire, ~last_slot & overlapping, overlap)),
+            timeout_n.eq(Mux(fire, self.tail_wait == 0,
+                             Mux(en & first_virtual, waited == self.tail_wait - 1, timeout))),
+        ]
+        m.d.sync += [
+            real.eq(real_n), first_virtual.eq(first_virtual_n), overlap.eq(overlap_n),
+            timeout.eq(timeout_n),
+            offers.eq(real_n | overlap_n | first_virtual_n),
+            alone.eq(Mux(first_virtual_n, timeout_n, ~real_n & ~overlap_n)),
+        ]
         with m.If(fire):
-            m.d.sync += waited.eq(0)
+            m.d.sync += [waited.eq(0), last_slot.eq(Mux(last_slot, beats == 1, slot == beats - 2))]
         with m.Elif(en & first_virtual):
             m.d.sync += waited.eq(waited + 1)
-        last_slot = Signal()
-        m.d.comb += last_slot.eq(slot == s.slots * G - 1)
-        # Where the next frame starts: slot 0, or slot `tail` after an overlapped tail.
         start_y, start_x = divmod(s.tail, W)
-        with m.If(fire & first_virtual):
-            m.d.sync += overlap.eq(self.i.valid)
-        with m.If(fire & last_slot):
-            m.d.sync += overlap.eq(0)
         with m.If(fire):
-            m.d.sync += slot.eq(Mux(last_slot, Mux(overlap, s.tail * G, 0), slot + 1))
+            m.d.sync += slot.eq(Mux(last_slot, Mux(overlapping, s.tail * G, 0), slot + 1))
             with m.If(last_slot):
-                m.d.sync += [y.eq(Mux(overlap, start_y, 0)), x.eq(Mux(overlap, start_x, 0)), g.eq(0)]
+                m.d.sync += [y.eq(Mux(overlapping, start_y, 0)), x.eq(Mux(overlapping, start_x, 0)), g.eq(0)]
             with m.Elif(g == G - 1):
                 m.d.sync += g.eq(0)
                 with m.If(x == W - 1):
@@ -240,7 +251,7 @@ class WindowGenerator(wiring.Component):
             addr = Signal(range(depth))
             next_addr = Mux(addr == depth - 1, 0, addr + 1)
             # After an overlapped tail the next frame continues at the column it reached.
-            restart = last_slot & ~overlap
+            restart = last_slot & ~overlapping
             with m.If(fire):
                 m.d.sync += addr.eq(Mux(restart, 0, next_addr))
             m.d.comb += [rd.addr.eq(Mux(fire, Mux(restart, 0, next_addr), addr)), rd.en.eq(1)]

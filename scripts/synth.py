@@ -189,7 +189,7 @@ def format_report(result: SynthResult) -> str:
     dsp = sum(result.cells.get(k, 0) for k in t.dsp)
     in_logic = est.multipliers - est.dsp_multipliers
     lines.append(f"  multipliers: {dsp} DSP cells for {est.dsp_multipliers} MAC units in DSPs"
-                 + (f" ({in_logic} more in logic)" if in_logic else "")
+                 + (f" ({in_logic} more in logic or block-RAM product tables)" if in_logic else "")
                  + " (cost model; requantizers with non-power-of-two scales use DSPs too)")
     for stage, where in result.line_buffers.items():
         lines.append(f"  line buffer {stage}: {where}")

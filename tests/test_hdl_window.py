@@ -231,6 +231,22 @@ def test_window_frames_overlap_their_padding_tail():
     assert not window_schedule(depthwise_stage(1, 1, 3, 1, 3, 1, 1, "same")).overlaps
 
 
+@pytest.mark.parametrize("source,sink", PAIRS)
+@pytest.mark.parametrize("geometry", [(3, 4, 1, 1, 3, 3, 1, "same"), (6, 2, 1, 1, 3, 3, 1, "same")],
+                         ids=geometry_id)
+def test_window_tail_of_one_beat(geometry, source, sink):
+    """A tail of a single beat (stride 3, one channel group): the first virtual beat is also
+    the frame's last, so the overlap decided on it must already set where the next frame
+    starts."""
+    stage = depthwise_stage(*geometry, seed=6)
+    sched = window_schedule(stage)
+    assert sched.overlaps and sched.tail == 1 and stage.input.channels == stage.lanes
+    rng = np.random.default_rng([111, PAIRS.index((source, sink))])
+    dut, cycles = check_windows(stage, bench.random_frames(rng, stage, 3), source=source, sink=sink, seed=7)
+    if (source, sink) == ("none", "none"):
+        assert cycles == sched.frame_cycles(1, dut.latency, 3, dut.tail_wait)
+
+
 @pytest.mark.parametrize("geometry", [(5, 6, 4, 2, 3, 1, 1, "same"), (4, 5, 2, 1, 3, 2, 2, "same"),
                                       (6, 5, 2, 1, 5, 1, 2, "same")], ids=geometry_id)
 def test_window_source_waiting_for_each_result(geometry):
