@@ -21,7 +21,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .beats import SkidBuffer, beat_layout
-from .mac import MULTIPLY_STAGES, delayed, adder_tree, adder_tree_stages, group_rom, product, signed_bits
+from .mac import MULTIPLY_STAGES, MULTIPLY_STAGE_NAMES, delayed, adder_tree, adder_tree_stages, group_rom, product, signed_bits
 from .requant import Requantizer, acc_layout
 from .schedule import requant_share, shared_requant_delay
 from .width import Gather, Split
@@ -96,8 +96,8 @@ class PointwiseMAC(wiring.Component):
     @property
     def stages(self):
         """operands (chunk + weights read), weights (the ROM's output registered, so no block
-        RAM drives a multiplier), multiply (two stages in logic), the adder tree, accumulate."""
-        multiply = ("multiply",) if self.multiplier_kind == "dsp" else ("rows", "multiply")
+        RAM drives a multiplier), multiply (two stages), the adder tree, accumulate."""
+        multiply = MULTIPLY_STAGE_NAMES[self.multiplier_kind]
         return ("operands", "weights", *multiply, *(f"sum{k}" for k in range(adder_tree_stages(self.simd))),
                 "accumulate")
 

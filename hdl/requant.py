@@ -4,9 +4,12 @@
 computes, per lane, exactly :func:`convgen.sim.arith.multiply_by_quantized_multiplier`
 with that lane's multiplier and shift presented alongside the value. Stages:
 
-* *multiply*: ``x' = wrap32(x << left)`` (only when a shift is positive) times the
-  31-bit multiplier, as partial products with 17-bit slices of the multiplier
-  (each one 18x18 DSP when ``x'`` fits 18 bits), registered: no adder behind a DSP;
+* *factors*: ``x' = wrap32(x << left)`` (only when a shift is positive) and the 31-bit
+  multiplier registered, in slices: 17-bit slices of the multiplier, of ``x'`` when it is
+  wider than 18 bits (the input registers of one :class:`~convgen.hdl.dsp.Multiply` per
+  pair of slices: a MULT18X18D's on ECP5);
+* *multiply*: the partial products registered (the DSP's output register): no adder
+  behind a DSP;
 * *sum*: ``s = x' * m``, the partial products added;
 * *high*: ``double``: ``h = floor((s + 2^30) / 2^31) = ((s >> 30) + 1) >> 1``
   (``SaturatingRoundingDoublingHighMul``, which never saturates for ``m < 2^31``);
@@ -36,6 +39,7 @@ import numpy as np
 
 from ..sim import arith
 from .beats import beat_layout
+from .dsp import Multiply
 
 __all__ = ["QuantizedMultiply", "Requantizer", "acc_layout", "saturation_range", "clamp_biased"]
 
@@ -159,12 +163,14 @@ class QuantizedMultiply(Elaboratable):
     x : list of Signal(signed or unsigned ``x_bits``), in, one per lane
     m : list of Signal(unsigned(31)), in
     shift : list of Signal(signed(6)), in
+        All three are registered by the first stage (*factors*): drive them from logic,
+        not from a register, or that register is a stage of its own.
     y : list of Signal(signed(y_bits)), out, ``latency`` enabled cycles after ``x``
         (``y_bits <= 32``: the int32 result, wrapped as TFLite's cast does)
     """
 
     #: Named stages (see the module docstring).
-    stages = ("multiply", "sum", "high", "shift", "round")
+    stages = ("factors", "multiply", "sum", "high", "shift", "round")
     latency = len(stages)
 
     def __init__(self, lanes, x_range, multipliers, shifts, rounding="double"):
@@ -241,7 +247,7 @@ class QuantizedMultiply(Elaboratable):
                 m.d.sync += reg.eq(value)
             return reg
 
-        # -- multiply -----------------------------------------------------------------------
+        # -- factors ------------------------------------------------------------------------
         if self.left_shifts:
             operand = Signal(signed(32), name=f"shifted{lane}")
             left = Signal(5, name=f"left{lane}")
@@ -249,12 +255,15 @@ class QuantizedMultiply(Elaboratable):
             m.d.comb += operand.eq(_select(left, self._lefts, lambda v: _wrap32(x << v)))
         else:
             operand = x
+        shift_0 = stage("shift_0_", shift)
+        # -- multiply -----------------------------------------------------------------------
         if self.power_of_two:
-            partials = [stage("scaled", operand)]
+            partials = [stage("scaled", stage("factor", operand))]
             weights = [30]
         else:
-            # Every (operand slice, multiplier slice) product is one registered DSP product;
-            # a small top operand slice is multiplied in logic instead, also registered.
+            # Every (operand slice, multiplier slice) product is one DSP Multiply (factors and
+            # product registered); a small top operand slice is multiplied in logic instead,
+            # from registered factors, also registered.
             partials, weights = [], []
             signed_operand = operand.shape().signed
             for i, (low, width) in enumerate(self._operand_slices):
@@ -263,7 +272,9 @@ class QuantizedMultiply(Elaboratable):
                 if top and signed_operand:
                     piece = piece.as_signed()
                 if top and self._logic_top:
-                    terms = [Mux(piece[k], mult << k, 0) for k in range(width)]
+                    piece = stage("factor_top", piece)
+                    mult_0 = stage("multiplier_0_", mult)
+                    terms = [Mux(piece[k], mult_0 << k, 0) for k in range(width)]
                     logic = terms[0]
                     for k, term in enumerate(terms[1:], 1):
                         negative = signed_operand and k == width - 1
@@ -273,9 +284,12 @@ class QuantizedMultiply(Elaboratable):
                     continue
                 for j, m_low in enumerate(range(0, 31, MULTIPLIER_SLICE)):
                     m_piece = mult[m_low:min(m_low + MULTIPLIER_SLICE, 31)]
-                    partials.append(stage(f"partial{i}_{j}_", piece * m_piece))
+                    mul = Multiply(piece.shape(), m_piece.shape())
+                    m.submodules[f"partial{i}_{j}_{lane}"] = mul
+                    m.d.comb += [mul.en.eq(en), mul.a.eq(piece), mul.b.eq(m_piece)]
+                    partials.append(mul.p)
                     weights.append(low + m_low)
-        shift_1 = stage("shift_1_", shift)
+        shift_1 = stage("shift_1_", shift_0)
 
         # -- sum ----------------------------------------------------------------------------
         total = partials[0] << weights[0]
@@ -372,10 +386,11 @@ class Requantizer(wiring.Component):
                    zero_point=stage.output.zero_point, act_min=act_min, act_max=act_max,
                    bits=stage.output.bits, rounding=stage.rounding)
 
-    #: Named stages: operands (accumulators and their channel group registered), saturate (to
-    #: :attr:`saturation`; the group's parameters read), the QuantizedMultiply stages, clamp (zero point added, clamped,
+    #: Named stages: operands (accumulators registered, their channel group's parameters
+    #: read), saturate (to :attr:`saturation`, into the QuantizedMultiply's *factors*
+    #: registers), the other QuantizedMultiply stages, clamp (zero point added, clamped,
     #: narrowed).
-    stages = ("operands", "saturate", *QuantizedMultiply.stages, "clamp")
+    stages = ("operands", "saturate", *QuantizedMultiply.stages[1:], "clamp")
     latency = len(stages)
 
     @property
@@ -418,12 +433,10 @@ class Requantizer(wiring.Component):
                  for l in range(lanes)] for g in range(groups)]
         m.submodules.params = rom = Memory(shape=row, depth=groups, init=init)
         port = rom.read_port()
-        # The beat's group is registered with the accumulators (operands) and read from the
-        # ROM during saturate: the parameters arrive with the saturated value.
-        index_1 = Signal(range(groups), name="group_1")
-        with m.If(en):
-            m.d.sync += index_1.eq(index)
-        m.d.comb += [port.addr.eq(index_1), port.en.eq(en)]
+        # The beat's group is read from the ROM while the accumulators are registered
+        # (operands): the parameters arrive with the accumulator, and both go through
+        # saturate into the multiply's factor registers.
+        m.d.comb += [port.addr.eq(index), port.en.eq(en)]
         sat_lo, sat_hi = self.saturation
         acc_lo, acc_hi = arith.int_range(self.acc_bits)
         for lane in range(lanes):
@@ -437,9 +450,8 @@ class Requantizer(wiring.Component):
                 saturated = Mux(below, sat_lo, saturated)
             if sat_hi < acc_hi:
                 saturated = Mux(above, sat_hi, saturated)
-            with m.If(en):
-                m.d.sync += mult.x[lane].eq(saturated)
-            m.d.comb += [mult.m[lane].eq(port.data[lane].m), mult.shift[lane].eq(port.data[lane].shift)]
+            m.d.comb += [mult.x[lane].eq(saturated),
+                         mult.m[lane].eq(port.data[lane].m), mult.shift[lane].eq(port.data[lane].shift)]
 
         # -- clamp: + zero point, clamp, narrow -------------------------------------------------
         for lane in range(lanes):

@@ -9,11 +9,14 @@ arithmetic, so exact by construction) read in one stage: no multiplier. Wider in
 go through :class:`~convgen.hdl.requant.QuantizedMultiply`. Stages (one enable;
 ``latency`` is their count):
 
-* *lookup* (or *shift* and the five ``in_*`` multiply stages): both scaled operands;
+* *lookup* (or *shift*, the first :class:`~convgen.hdl.requant.QuantizedMultiply` stage,
+  registering the shifted operands as its factors, and its five other stages as ``in_*``):
+  both scaled operands;
 * *sum*: their sum;
 * *saturate*: the sum saturated to the range outside which the output clamps anyway
-  (:func:`~convgen.hdl.requant.saturation_range`), so the output multiply is narrow;
-* the five :class:`~convgen.hdl.requant.QuantizedMultiply` stages with the output multiplier;
+  (:func:`~convgen.hdl.requant.saturation_range`), so the output multiply is narrow:
+  the output QuantizedMultiply's factors stage;
+* its five other stages (``out_*``);
 * *clamp*: ``+ output zero point``, clamped to the activation range, narrowed.
 
 The two inputs are joined: a transfer takes one beat from each, in the same cycle.
@@ -84,7 +87,7 @@ class ResidualAdd(wiring.Component):
 
     @property
     def stages(self):
-        q = QuantizedMultiply.stages
+        q = QuantizedMultiply.stages[1:]       # its first stage (factors) is shift / saturate
         scale = ("lookup",) if self.lookup else ("shift", *(f"in_{s}" for s in q))
         return (*scale, "sum", "saturate", *(f"out_{s}" for s in q), "clamp")
 
@@ -128,9 +131,8 @@ class ResidualAdd(wiring.Component):
             total = Signal(signed(sum_bits), name=f"sum{lane}")
             with m.If(en):
                 m.d.sync += total.eq(scaled_a[lane] + scaled_b[lane])
-            # saturate
-            with m.If(en):
-                m.d.sync += qo.x[lane].eq(Mux(total > sat_hi, sat_hi, Mux(total < sat_lo, sat_lo, total)))
+            # saturate, into the output multiply's factor registers
+            m.d.comb += qo.x[lane].eq(Mux(total > sat_hi, sat_hi, Mux(total < sat_lo, sat_lo, total)))
             m.d.comb += [qo.m[lane].eq(p.out_multiplier), qo.shift[lane].eq(p.out_shift)]
             # clamp
             with m.If(en):
@@ -160,11 +162,11 @@ class ResidualAdd(wiring.Component):
         m.submodules.scale_b = qb = self._scale_b
         m.d.comb += [qa.en.eq(en), qb.en.eq(en)]
         for lane in range(L):
-            with m.If(en):
-                m.d.sync += [
-                    qa.x[lane].eq((self.skip.payload.data[lane] + p.a_offset) << p.left_shift),
-                    qb.x[lane].eq((self.i.payload.data[lane] + p.b_offset) << p.left_shift),
-                ]
+            # shift: into the multiplies' factor registers
+            m.d.comb += [
+                qa.x[lane].eq((self.skip.payload.data[lane] + p.a_offset) << p.left_shift),
+                qb.x[lane].eq((self.i.payload.data[lane] + p.b_offset) << p.left_shift),
+            ]
             m.d.comb += [qa.m[lane].eq(p.a_multiplier), qa.shift[lane].eq(p.a_shift),
                          qb.m[lane].eq(p.b_multiplier), qb.shift[lane].eq(p.b_shift)]
         return qa.y, qb.y
