@@ -6,9 +6,10 @@ whose ``ice40_dsp`` pass packs such registers into SB_MAC16 by itself) it is beh
 Elaborated for an ECP5 (a platform whose ``family`` is ``"ecp5"``: an Amaranth
 ``LatticePlatform`` or :data:`ECP5`, which ``convgen synth`` passes) it is one
 ``MULT18X18D`` with its input registers (A, B) and output register clocked by ``CLK0``,
-clock enable ``CE0`` the pipeline enable: yosys maps ``a * b`` to that primitive without
-registers, so the fabric-to-DSP and DSP-to-fabric routing would add to the 18x18
-multiply's 3.9 ns in one cycle.
+clock enable ``CE0`` the pipeline enable, ``SIGNEDA`` / ``SIGNEDB`` the operands'
+signedness: yosys maps ``a * b`` to that primitive without registers, so the
+fabric-to-DSP and DSP-to-fabric routing would add to the 18x18 multiply's 3.9 ns in
+one cycle.
 
 The registers are reset-less (reset-less fabric registers in the generic form, ``RST0``
 tied low in the DSP): both start at 0 and hold their value through a domain reset.
@@ -22,18 +23,20 @@ from amaranth.hdl import ClockSignal, Const, Instance, Module, Signal, signed, u
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Multiply", "ECP5", "fits_mult18"]
+__all__ = ["Multiply", "ECP5", "fits_mult18", "is_ecp5"]
 
 #: A platform stand-in for elaborating ECP5 gateware without a board (``convgen synth``).
 ECP5 = SimpleNamespace(family="ecp5")
 
 
 def fits_mult18(shape) -> bool:
-    """True when a value of ``shape`` fits an 18-bit signed DSP operand."""
-    return shape.width <= (18 if shape.signed else 17)
+    """True when a value of ``shape`` fits an 18-bit DSP operand (signed or unsigned:
+    the MULT18X18D's SIGNEDA / SIGNEDB)."""
+    return shape.width <= 18
 
 
-def _is_ecp5(platform) -> bool:
+def is_ecp5(platform) -> bool:
+    """True when ``platform`` (as passed to ``elaborate``) is an ECP5."""
     return getattr(platform, "family", None) == "ecp5"
 
 
@@ -45,7 +48,7 @@ class Multiply(wiring.Component):
     a_shape, b_shape : Shape
         Operand shapes (signed or unsigned); the product is ``signed(len(a) + len(b))``
         (unsigned times unsigned: ``unsigned(len(a) + len(b))``). On an ECP5 both must fit an
-        18-bit signed operand (:func:`fits_mult18`); wider ones stay behavioural.
+        18-bit operand (:func:`fits_mult18`); wider ones stay behavioural.
 
     Attributes
     ----------
@@ -70,9 +73,10 @@ class Multiply(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        if _is_ecp5(platform) and self.in_dsp:
-            a = Signal(signed(18))
-            b = Signal(signed(18))
+        if is_ecp5(platform) and self.in_dsp:
+            # each operand extended to 18 bits as its own signedness, SIGNEDA/B telling which
+            a = Signal(signed(18) if self.a.shape().signed else unsigned(18))
+            b = Signal(signed(18) if self.b.shape().signed else unsigned(18))
             product = Signal(36)
             m.d.comb += [a.eq(self.a), b.eq(self.b), self.p.eq(product[:len(self.p)])]
             ports = {f"i_A{k}": a[k] for k in range(18)}
@@ -88,7 +92,8 @@ class Multiply(wiring.Component):
                 p_CLK0_DIV="ENABLED", p_CLK1_DIV="ENABLED", p_CLK2_DIV="ENABLED", p_CLK3_DIV="ENABLED",
                 p_HIGHSPEED_CLK="NONE", p_GSR="DISABLED", p_CAS_MATCH_REG="FALSE",
                 p_SOURCEB_MODE="B_SHIFT", p_MULT_BYPASS="DISABLED", p_RESETMODE="SYNC",
-                i_SIGNEDA=Const(1, 1), i_SIGNEDB=Const(1, 1), i_SOURCEA=Const(0, 1), i_SOURCEB=Const(0, 1),
+                i_SIGNEDA=Const(int(self.a.shape().signed), 1), i_SIGNEDB=Const(int(self.b.shape().signed), 1),
+                i_SOURCEA=Const(0, 1), i_SOURCEB=Const(0, 1),
                 i_CLK0=ClockSignal("sync"), i_CLK1=Const(0, 1), i_CLK2=Const(0, 1), i_CLK3=Const(0, 1),
                 i_CE0=self.en, i_CE1=Const(0, 1), i_CE2=Const(0, 1), i_CE3=Const(0, 1),
                 i_RST0=Const(0, 1), i_RST1=Const(0, 1), i_RST2=Const(0, 1), i_RST3=Const(0, 1),

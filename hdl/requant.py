@@ -10,7 +10,9 @@ with that lane's multiplier and shift presented alongside the value. Stages:
   pair of slices: a MULT18X18D's on ECP5);
 * *multiply*: the partial products registered (the DSP's output register): no adder
   behind a DSP;
-* *sum*: ``s = x' * m``, the partial products added;
+* *sum*: ``s = x' * m``, the partial products added (``double`` with more than two
+  partials: only each operand slice's, one adder per slice side by side; their total
+  ``s`` is the first adder of *high*);
 * *high*: ``double``: ``h = floor((s + 2^30) / 2^31) = ((s >> 30) + 1) >> 1``
   (``SaturatingRoundingDoublingHighMul``, which never saturates for ``m < 2^31``);
   ``single``: ``h = ((s >> (30 - shift)) + 1) >> 1``, the whole result;
@@ -259,12 +261,12 @@ class QuantizedMultiply(Elaboratable):
         # -- multiply -----------------------------------------------------------------------
         if self.power_of_two:
             partials = [stage("scaled", stage("factor", operand))]
-            weights = [30]
+            weights, slice_of = [30], [0]
         else:
             # Every (operand slice, multiplier slice) product is one DSP Multiply (factors and
             # product registered); a small top operand slice is multiplied in logic instead,
             # from registered factors, also registered.
-            partials, weights = [], []
+            partials, weights, slice_of = [], [], []          # slice_of: the operand slice
             signed_operand = operand.shape().signed
             for i, (low, width) in enumerate(self._operand_slices):
                 top = i == len(self._operand_slices) - 1
@@ -281,6 +283,7 @@ class QuantizedMultiply(Elaboratable):
                         logic = (logic - term) if negative else (logic + term)
                     partials.append(stage("partial_top", logic, signed(31 + width + 1)))
                     weights.append(low)
+                    slice_of.append(i)
                     continue
                 for j, m_low in enumerate(range(0, 31, MULTIPLIER_SLICE)):
                     m_piece = mult[m_low:min(m_low + MULTIPLIER_SLICE, 31)]
@@ -289,13 +292,28 @@ class QuantizedMultiply(Elaboratable):
                     m.d.comb += [mul.en.eq(en), mul.a.eq(piece), mul.b.eq(m_piece)]
                     partials.append(mul.p)
                     weights.append(low + m_low)
+                    slice_of.append(i)
         shift_1 = stage("shift_1_", shift_0)
 
         # -- sum ----------------------------------------------------------------------------
-        total = partials[0] << weights[0]
-        for p, w in zip(partials[1:], weights[1:]):
-            total = total + (p << w)
-        s = stage("product", total, signed(self._s_bits))
+        def total(terms):
+            value = terms[0][0] << terms[0][1]
+            for p, w in terms[1:]:
+                value = value + (p << w)
+            return value
+
+        terms = list(zip(partials, weights))
+        if self.rounding == "double" and len(terms) > 2:
+            # The partials of each operand slice added here (adders side by side, one per
+            # slice: no chain of adders behind the DSPs), the slices' sums in *high*.
+            rows = []
+            for i, (low, _) in enumerate(self._operand_slices):
+                row = [(p, w - low) for p, w, k in zip(partials, weights, slice_of) if k == i]
+                rows.append((stage(f"row{i}_", total(row)), low))
+            s = Signal(signed(self._s_bits), name=f"product{lane}")
+            m.d.comb += s.eq(total(rows))
+        else:
+            s = stage("product", total(terms), signed(self._s_bits))
         shift_2 = stage("shift_2_", shift_1)
 
         # -- high ---------------------------------------------------------------------------

@@ -25,7 +25,7 @@ MODEL = Path(__file__).parent / "data" / "ecp5" / "MULT18X18D.v"
 # requantizers' slices (unsigned 17-bit low slices, signed top slices, 14-bit multiplier tops)
 SHAPES = [(signed(9), signed(8)), (signed(18), signed(18)), (unsigned(17), unsigned(17)),
           (signed(18), unsigned(17)), (signed(5), unsigned(14)), (unsigned(17), unsigned(14)),
-          (signed(2), signed(2))]
+          (unsigned(18), unsigned(17)), (unsigned(18), signed(18)), (signed(2), signed(2))]
 IDS = [f"{'s' if a.signed else 'u'}{a.width}x{'s' if b.signed else 'u'}{b.width}" for a, b in SHAPES]
 
 
@@ -68,14 +68,14 @@ def test_multiply_generic(a_shape, b_shape):
 
 
 def test_multiply_in_dsp():
-    assert fits_mult18(signed(18)) and fits_mult18(unsigned(17))
-    assert not fits_mult18(signed(19)) and not fits_mult18(unsigned(18))
-    assert Multiply(signed(9), signed(8)).in_dsp and not Multiply(unsigned(18), signed(8)).in_dsp
+    assert fits_mult18(signed(18)) and fits_mult18(unsigned(18))
+    assert not fits_mult18(signed(19)) and not fits_mult18(unsigned(19))
+    assert Multiply(signed(9), signed(8)).in_dsp and not Multiply(unsigned(19), signed(8)).in_dsp
     # only an ECP5 platform instantiates the primitive
     for platform, count in ((None, 0), (ECP5, 1)):
         text = verilog.convert(Multiply(signed(9), signed(8)), platform=platform, emit_src=False)
         assert text.count("MULT18X18D #(") == count
-    text = verilog.convert(Multiply(unsigned(18), signed(8)), platform=ECP5, emit_src=False)
+    text = verilog.convert(Multiply(unsigned(19), signed(8)), platform=ECP5, emit_src=False)
     assert "MULT18X18D" not in text
 
 
