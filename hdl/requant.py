@@ -404,10 +404,10 @@ class Requantizer(wiring.Component):
                    zero_point=stage.output.zero_point, act_min=act_min, act_max=act_max,
                    bits=stage.output.bits, rounding=stage.rounding)
 
-    #: Named stages: operands (accumulators registered, their channel group's parameters
-    #: read), saturate (to :attr:`saturation`, into the QuantizedMultiply's *factors*
-    #: registers), the other QuantizedMultiply stages, clamp (zero point added, clamped,
-    #: narrowed).
+    #: Named stages: operands (accumulators registered and compared with the saturation
+    #: bounds, their channel group's parameters read), saturate (to :attr:`saturation`,
+    #: into the QuantizedMultiply's *factors* registers), the other QuantizedMultiply
+    #: stages, clamp (zero point added, clamped, narrowed).
     stages = ("operands", "saturate", *QuantizedMultiply.stages[1:], "clamp")
     latency = len(stages)
 
@@ -459,10 +459,13 @@ class Requantizer(wiring.Component):
         acc_lo, acc_hi = arith.int_range(self.acc_bits)
         for lane in range(lanes):
             acc = Signal(signed(self.acc_bits), name=f"acc{lane}")
+            above, below = Signal(name=f"above{lane}"), Signal(name=f"below{lane}")
+            # the bounds compared as the accumulator is registered, so that saturate is a mux
+            # in front of the multiply's factor registers
+            value = self.i.payload.data[lane]
             with m.If(en):
-                m.d.sync += acc.eq(self.i.payload.data[lane])
-            # -- saturate: both bounds compared in parallel ------------------------------------
-            above, below = acc > sat_hi, acc < sat_lo
+                m.d.sync += [acc.eq(value), above.eq(value > sat_hi), below.eq(value < sat_lo)]
+            # -- saturate -----------------------------------------------------------------------
             saturated = acc
             if sat_lo > acc_lo:
                 saturated = Mux(below, sat_lo, saturated)
