@@ -5,13 +5,13 @@ mo, so) + out_zero_point, act_min, act_max)`` (:class:`~convgen.sim.arith.AddPar
 
 Each operand's scaling depends on its value only, so for inputs of up to
 :data:`TABLE_BITS` bits it is a table of the ``2^bits`` results (computed by the golden
-arithmetic, so exact by construction) read in one stage: no multiplier. Wider inputs
+arithmetic, so exact by construction) read and registered: no multiplier. Wider inputs
 go through :class:`~convgen.hdl.requant.QuantizedMultiply`. Stages (one enable;
 ``latency`` is their count):
 
-* *lookup* (or *shift*, the first :class:`~convgen.hdl.requant.QuantizedMultiply` stage,
-  registering the shifted operands as its factors, and its five other stages as ``in_*``):
-  both scaled operands;
+* *lookup*, *scaled* (the table read, its result registered; or *shift*, the first
+  :class:`~convgen.hdl.requant.QuantizedMultiply` stage, registering the shifted operands
+  as its factors, and its five other stages as ``in_*``): both scaled operands;
 * *sum*: their sum;
 * *saturate*: the sum saturated to the range outside which the output clamps anyway
   (:func:`~convgen.hdl.requant.saturation_range`), so the output multiply is narrow:
@@ -89,7 +89,7 @@ class ResidualAdd(wiring.Component):
     @property
     def stages(self):
         q = QuantizedMultiply.stages[1:]       # its first stage (factors) is shift / saturate
-        scale = ("lookup",) if self.lookup else ("shift", *(f"in_{s}" for s in q))
+        scale = ("lookup", "scaled") if self.lookup else ("shift", *(f"in_{s}" for s in q))
         return (*scale, "sum", "saturate", *(f"out_{s}" for s in q), "clamp")
 
     @property
@@ -150,16 +150,31 @@ class ResidualAdd(wiring.Component):
             scaled = []
             for name, table, port in (("a", self._table_a, self.skip), ("b", self._table_b, self.i)):
                 shape = signed(signed_bits(int(table.min()), int(table.max())))
-                # On ECP5 a table in a DP16KD (no output register: 5.8 ns clock-to-output)
-                # would take the whole cycle before the sum; in LUTs it is a few levels.
-                attrs = {"rom_style": "logic"} if is_ecp5(platform) else None
-                memory = Memory(shape=shape, depth=len(table), init=[int(v) for v in table], attrs=attrs)
+                # Two stages either way (lookup, scaled). On ECP5 the table is in LUTs between
+                # the registered input and the registered value: in a DP16KD (no output
+                # register: 5.8 ns clock-to-output) the read alone nearly takes a cycle, and
+                # the skip FIFO's block RAM drives the address. Elsewhere: a block RAM read,
+                # then its data registered (no adder behind the RAM).
+                ecp5 = is_ecp5(platform)
+                memory = Memory(shape=shape, depth=len(table), init=[int(v) for v in table],
+                                attrs={"rom_style": "logic"} if ecp5 else None)
                 m.submodules[f"table_{name}"] = memory
                 lanes = []
                 for lane in range(L):
-                    read = memory.read_port()
-                    m.d.comb += [read.addr.eq(port.payload.data[lane].as_unsigned()), read.en.eq(en)]
-                    lanes.append(read.data)
+                    code = port.payload.data[lane].as_unsigned()
+                    if ecp5:
+                        registered = Signal(len(code), name=f"code_{name}{lane}")
+                        with m.If(en):
+                            m.d.sync += registered.eq(code)
+                        read = memory.read_port(domain="comb")
+                        m.d.comb += read.addr.eq(registered)
+                    else:
+                        read = memory.read_port()
+                        m.d.comb += [read.addr.eq(code), read.en.eq(en)]
+                    value = Signal(shape, name=f"scaled_{name}{lane}")
+                    with m.If(en):
+                        m.d.sync += value.eq(read.data)
+                    lanes.append(value)
                 scaled.append(lanes)
             return scaled
         m.submodules.scale_a = qa = self._scale_a
