@@ -124,7 +124,8 @@ def test_multiply_ecp5_matches_generic(a_shape, b_shape, tmp_path):
         pytest.skip("iverilog not found")
     ecp5 = Multiply(a_shape, b_shape)
     generic = Multiply(a_shape, b_shape)
-    sources = [tmp_path / "ecp5.v", tmp_path / "generic.v", tmp_path / "tb.v", MODEL]
+    sources = [tmp_path / "ecp5.v", tmp_path / "generic.v", tmp_path / "tb.v", tmp_path / "model.v"]
+    sources[3].write_text("`timescale 1ns / 1ps\n" + MODEL.read_text())
     sources[0].write_text(_convert(ecp5, "ecp5", ECP5))
     sources[1].write_text(_convert(generic, "generic", None))
     assert "MULT18X18D #(" in sources[0].read_text() and "MULT18X18D" not in sources[1].read_text()
@@ -144,7 +145,7 @@ def test_model_is_a_real_check(tmp_path):
     broken = MODEL.read_text().replace('wire [35:0] p_v = REG_OUTPUT_CLK == "CLK0" ? p_q : m_v;',
                                        'wire [35:0] p_v = m_v;')
     assert broken != MODEL.read_text()
-    (tmp_path / "model.v").write_text(broken)
+    (tmp_path / "model.v").write_text("`timescale 1ns / 1ps\n" + broken)
     (tmp_path / "ecp5.v").write_text(_convert(ecp5, "ecp5", ECP5))
     (tmp_path / "generic.v").write_text(_convert(generic, "generic", None))
     (tmp_path / "tb.v").write_text(_equivalence_bench(a_shape, b_shape, cycles=200))

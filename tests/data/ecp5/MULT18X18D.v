@@ -1,13 +1,13 @@
 // Behavioural model of the ECP5 MULT18X18D, for simulating gateware elaborated for ECP5
 // (convgen.hdl.dsp.Multiply). Written for convgen from the primitive's documented
-// behaviour (Lattice FPGA-TN-02205, ECP5 sysDSP): P = A * B, 18x18 -> 36 bits, A and B
+// behaviour (Lattice, ECP5 sysDSP Usage Guide): P = A * B, 18x18 -> 36 bits, A and B
 // signed when SIGNEDA / SIGNEDB; each of the input A / B registers (with its sign
 // control), the pipeline register and the output register is bypassed ("NONE") or clocked
 // by CLK0, loads while its clock enable is high and clears on its reset (synchronous
 // with RESETMODE "SYNC"). Only what convgen uses is modelled: CLK0, CE0..CE3, RST0..RST3
 // selectable per register; no C input, cascade (SRI/SRO) or MULT_BYPASS. Anything else is
-// a $fatal at time 0 rather than a silent difference.
-`timescale 1ns / 1ps
+// a $fatal at time 0 rather than a silent difference. No `timescale: the including
+// bench's applies.
 module MULT18X18D (
     input A17, A16, A15, A14, A13, A12, A11, A10, A9, A8, A7, A6, A5, A4, A3, A2, A1, A0,
     input B17, B16, B15, B14, B13, B12, B11, B10, B9, B8, B7, B6, B5, B4, B3, B2, B1, B0,
