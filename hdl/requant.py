@@ -451,10 +451,17 @@ class Requantizer(wiring.Component):
                  for l in range(lanes)] for g in range(groups)]
         m.submodules.params = rom = Memory(shape=row, depth=groups, init=init)
         port = rom.read_port()
-        # The beat's group is read from the ROM while the accumulators are registered
-        # (operands): the parameters arrive with the accumulator, and both go through
-        # saturate into the multiply's factor registers.
-        m.d.comb += [port.addr.eq(index), port.en.eq(en)]
+        # The ROM is read at the group counter (a register: no logic in front of the ROM)
+        # while the accumulators are registered (operands). A frame's first beat is group 0
+        # whatever the counter holds: its row, a constant, is selected after the read. The
+        # parameters arrive with the accumulator; both go through saturate into the
+        # multiply's factor registers.
+        first_1 = Signal(name="first_1")
+        with m.If(en):
+            m.d.sync += first_1.eq(self.i.payload.first)
+        m.d.comb += [port.addr.eq(group), port.en.eq(en)]
+        params = Signal(row, name="params")
+        m.d.comb += params.eq(Mux(first_1, row.const(init[0]), port.data))
         sat_lo, sat_hi = self.saturation
         acc_lo, acc_hi = arith.int_range(self.acc_bits)
         for lane in range(lanes):
@@ -472,7 +479,7 @@ class Requantizer(wiring.Component):
             if sat_hi < acc_hi:
                 saturated = Mux(above, sat_hi, saturated)
             m.d.comb += [mult.x[lane].eq(saturated),
-                         mult.m[lane].eq(port.data[lane].m), mult.shift[lane].eq(port.data[lane].shift)]
+                         mult.m[lane].eq(params[lane].m), mult.shift[lane].eq(params[lane].shift)]
 
         # -- clamp: + zero point, clamp, narrow -------------------------------------------------
         for lane in range(lanes):

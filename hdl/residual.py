@@ -128,12 +128,15 @@ class ResidualAdd(wiring.Component):
         sum_bits = signed_bits(*self._sum_range)
         sat_lo, sat_hi = self.saturation
         for lane in range(L):
-            # sum (exact: the operands' ranges bound it within int32)
+            # sum (exact: the operands' ranges bound it within int32), compared with the
+            # saturation bounds in the same stage
             total = Signal(signed(sum_bits), name=f"sum{lane}")
+            above, below = Signal(name=f"above{lane}"), Signal(name=f"below{lane}")
+            value = scaled_a[lane] + scaled_b[lane]
             with m.If(en):
-                m.d.sync += total.eq(scaled_a[lane] + scaled_b[lane])
-            # saturate, into the output multiply's factor registers
-            m.d.comb += qo.x[lane].eq(Mux(total > sat_hi, sat_hi, Mux(total < sat_lo, sat_lo, total)))
+                m.d.sync += [total.eq(value), above.eq(value > sat_hi), below.eq(value < sat_lo)]
+            # saturate (a mux), into the output multiply's factor registers
+            m.d.comb += qo.x[lane].eq(Mux(above, sat_hi, Mux(below, sat_lo, total)))
             m.d.comb += [qo.m[lane].eq(p.out_multiplier), qo.shift[lane].eq(p.out_shift)]
             # clamp
             with m.If(en):
