@@ -28,7 +28,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .beats import beat_layout
-from .mac import MULTIPLY_STAGES, delayed, GroupCounter, adder_tree, adder_tree_stages, group_rom, product, signed_bits
+from .mac import MULTIPLY_STAGES, MULTIPLY_STAGE_NAMES, delayed, GroupCounter, adder_tree, adder_tree_stages, group_rom, product, signed_bits
 from .requant import Requantizer, acc_layout
 from .window import WindowGenerator, window_layout
 
@@ -116,9 +116,9 @@ class DepthwiseMAC(wiring.Component):
     @property
     def stages(self):
         """operands (taps + offset, weights read), weights (the ROM's output registered, so no
-        block RAM drives a multiplier), multiply (two stages in logic), the adder tree's stages."""
+        block RAM drives a multiplier), multiply (two stages), the adder tree's stages."""
         tree = adder_tree_stages(self.kernel ** 2 + 1)
-        multiply = ("multiply",) if self.multiplier_kind == "dsp" else ("rows", "multiply")   # rows: table reads
+        multiply = MULTIPLY_STAGE_NAMES[self.multiplier_kind]     # logic: rows (or table reads), multiply
         return ("operands", "weights", *multiply, *(f"sum{k}" for k in range(tree)))
 
     @property

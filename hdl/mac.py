@@ -5,11 +5,15 @@ from __future__ import annotations
 from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib.memory import Memory
 
-__all__ = ["signed_bits", "adder_tree", "GroupCounter", "group_rom", "MULTIPLY_STAGES", "product", "delayed"]
+from .dsp import Multiply
 
-#: Register stages of one multiply: a DSP product is registered once; a logic product
-#: registers the pairwise sums of its shifted rows, then their total.
-MULTIPLY_STAGES = {"dsp": 1, "logic": 2}
+__all__ = ["signed_bits", "adder_tree", "GroupCounter", "group_rom", "MULTIPLY_STAGES", "MULTIPLY_STAGE_NAMES", "product", "delayed"]
+
+#: Register stages of one multiply: a DSP product registers its operands, then the product
+#: (:class:`~convgen.hdl.dsp.Multiply`: the DSP block's own registers on ECP5); a logic
+#: product registers the pairwise sums of its shifted rows, then their total.
+MULTIPLY_STAGE_NAMES = {"dsp": ("factors", "multiply"), "logic": ("rows", "multiply")}
+MULTIPLY_STAGES = {kind: len(names) for kind, names in MULTIPLY_STAGE_NAMES.items()}
 
 
 def signed_bits(lo: int, hi: int) -> int:
@@ -46,7 +50,8 @@ def adder_tree(m: Module, en, values, *, width: int, levels_per_stage: int = 2, 
 def product(m: Module, en, a, w, *, kind: str, name: str):
     """``a * w`` (both signed) registered ``MULTIPLY_STAGES[kind]`` enabled cycles later.
 
-    ``"dsp"``: one ``*``, which yosys maps to a DSP block. ``"logic"``: shift-and-add of
+    ``"dsp"``: a :class:`~convgen.hdl.dsp.Multiply` submodule (operands registered, then
+    the product: one MULT18X18D with its own registers when elaborated for ECP5). ``"logic"``: shift-and-add of
     the rows ``a * w[k] * 2^k`` (the top row subtracted: two's complement), added in pairs,
     registered, then summed and registered; no ``*``, so no DSP. Returns the product as a
     ``signed(len(a) + len(w))`` signal.
@@ -54,8 +59,8 @@ def product(m: Module, en, a, w, *, kind: str, name: str):
     width = len(a) + len(w)
     out = Signal(signed(width), name=name)
     if kind == "dsp":
-        with m.If(en):
-            m.d.sync += out.eq(a * w)
+        m.submodules[f"{name}_mul"] = mul = Multiply(a.shape(), w.shape())
+        m.d.comb += [mul.en.eq(en), mul.a.eq(a), mul.b.eq(w), out.eq(mul.p)]
         return out
     if kind != "logic":
         raise ValueError(f"multipliers must be one of {', '.join(MULTIPLY_STAGES)}, not {kind!r}")

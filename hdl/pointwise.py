@@ -23,7 +23,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .beats import SkidBuffer, beat_layout
-from .mac import MULTIPLY_STAGES, delayed, adder_tree, adder_tree_stages, product, signed_bits
+from .mac import MULTIPLY_STAGE_NAMES, MULTIPLY_STAGES, adder_tree, adder_tree_stages, delayed, product, signed_bits
 from .requant import Requantizer, acc_layout
 from .schedule import requant_share, shared_requant_delay
 from .width import Gather, Split
@@ -114,8 +114,8 @@ class PointwiseMAC(wiring.Component):
     @property
     def stages(self):
         """operands (chunk + weights read), weights (the ROM's output registered, so no block
-        RAM drives a multiplier), multiply (two stages in logic), the adder tree, accumulate."""
-        multiply = ("multiply",) if self.multiplier_kind == "dsp" else ("rows", "multiply")
+        RAM drives a multiplier), multiply (two stages), the adder tree, accumulate."""
+        multiply = MULTIPLY_STAGE_NAMES[self.multiplier_kind]
         return ("operands", "weights", *multiply, *(f"sum{k}" for k in range(adder_tree_stages(self.simd))),
                 "accumulate")
 

@@ -4,10 +4,15 @@
 computes, per lane, exactly :func:`convgen.sim.arith.multiply_by_quantized_multiplier`
 with that lane's multiplier and shift presented alongside the value. Stages:
 
-* *multiply*: ``x' = wrap32(x << left)`` (only when a shift is positive) times the
-  31-bit multiplier, as partial products with 17-bit slices of the multiplier
-  (each one 18x18 DSP when ``x'`` fits 18 bits), registered: no adder behind a DSP;
-* *sum*: ``s = x' * m``, the partial products added;
+* *factors*: ``x' = wrap32(x << left)`` (only when a shift is positive) and the 31-bit
+  multiplier registered, in slices: 17-bit slices of the multiplier, of ``x'`` when it is
+  wider than 18 bits (the input registers of one :class:`~convgen.hdl.dsp.Multiply` per
+  pair of slices: a MULT18X18D's on ECP5);
+* *multiply*: the partial products registered (the DSP's output register): no adder
+  behind a DSP;
+* *sum*: ``s = x' * m``, the partial products added (``double`` with more than two
+  partials: only each operand slice's, one adder per slice side by side; their total
+  ``s`` is the first adder of *high*);
 * *high*: ``double``: ``h = floor((s + 2^30) / 2^31) = ((s >> 30) + 1) >> 1``
   (``SaturatingRoundingDoublingHighMul``, which never saturates for ``m < 2^31``);
   ``single``: ``h = ((s >> (30 - shift)) + 1) >> 1``, the whole result;
@@ -36,6 +41,7 @@ import numpy as np
 
 from ..sim import arith
 from .beats import beat_layout
+from .dsp import Multiply
 
 __all__ = ["QuantizedMultiply", "Requantizer", "acc_layout", "saturation_range", "clamp_biased"]
 
@@ -159,12 +165,14 @@ class QuantizedMultiply(Elaboratable):
     x : list of Signal(signed or unsigned ``x_bits``), in, one per lane
     m : list of Signal(unsigned(31)), in
     shift : list of Signal(signed(6)), in
+        All three are registered by the first stage (*factors*): drive them from logic,
+        not from a register, or that register is a stage of its own.
     y : list of Signal(signed(y_bits)), out, ``latency`` enabled cycles after ``x``
         (``y_bits <= 32``: the int32 result, wrapped as TFLite's cast does)
     """
 
     #: Named stages (see the module docstring).
-    stages = ("multiply", "sum", "high", "shift", "round")
+    stages = ("factors", "multiply", "sum", "high", "shift", "round")
     latency = len(stages)
 
     def __init__(self, lanes, x_range, multipliers, shifts, rounding="double"):
@@ -241,7 +249,7 @@ class QuantizedMultiply(Elaboratable):
                 m.d.sync += reg.eq(value)
             return reg
 
-        # -- multiply -----------------------------------------------------------------------
+        # -- factors ------------------------------------------------------------------------
         if self.left_shifts:
             operand = Signal(signed(32), name=f"shifted{lane}")
             left = Signal(5, name=f"left{lane}")
@@ -249,13 +257,16 @@ class QuantizedMultiply(Elaboratable):
             m.d.comb += operand.eq(_select(left, self._lefts, lambda v: _wrap32(x << v)))
         else:
             operand = x
+        shift_0 = stage("shift_0_", shift)
+        # -- multiply -----------------------------------------------------------------------
         if self.power_of_two:
-            partials = [stage("scaled", operand)]
-            weights = [30]
+            partials = [stage("scaled", stage("factor", operand))]
+            weights, slice_of = [30], [0]
         else:
-            # Every (operand slice, multiplier slice) product is one registered DSP product;
-            # a small top operand slice is multiplied in logic instead, also registered.
-            partials, weights = [], []
+            # Every (operand slice, multiplier slice) product is one DSP Multiply (factors and
+            # product registered); a small top operand slice is multiplied in logic instead,
+            # from registered factors, also registered.
+            partials, weights, slice_of = [], [], []          # slice_of: the operand slice
             signed_operand = operand.shape().signed
             for i, (low, width) in enumerate(self._operand_slices):
                 top = i == len(self._operand_slices) - 1
@@ -263,25 +274,46 @@ class QuantizedMultiply(Elaboratable):
                 if top and signed_operand:
                     piece = piece.as_signed()
                 if top and self._logic_top:
-                    terms = [Mux(piece[k], mult << k, 0) for k in range(width)]
+                    piece = stage("factor_top", piece)
+                    mult_0 = stage("multiplier_0_", mult)
+                    terms = [Mux(piece[k], mult_0 << k, 0) for k in range(width)]
                     logic = terms[0]
                     for k, term in enumerate(terms[1:], 1):
                         negative = signed_operand and k == width - 1
                         logic = (logic - term) if negative else (logic + term)
                     partials.append(stage("partial_top", logic, signed(31 + width + 1)))
                     weights.append(low)
+                    slice_of.append(i)
                     continue
                 for j, m_low in enumerate(range(0, 31, MULTIPLIER_SLICE)):
                     m_piece = mult[m_low:min(m_low + MULTIPLIER_SLICE, 31)]
-                    partials.append(stage(f"partial{i}_{j}_", piece * m_piece))
+                    mul = Multiply(piece.shape(), m_piece.shape())
+                    m.submodules[f"partial{i}_{j}_{lane}"] = mul
+                    m.d.comb += [mul.en.eq(en), mul.a.eq(piece), mul.b.eq(m_piece)]
+                    partials.append(mul.p)
                     weights.append(low + m_low)
-        shift_1 = stage("shift_1_", shift)
+                    slice_of.append(i)
+        shift_1 = stage("shift_1_", shift_0)
 
         # -- sum ----------------------------------------------------------------------------
-        total = partials[0] << weights[0]
-        for p, w in zip(partials[1:], weights[1:]):
-            total = total + (p << w)
-        s = stage("product", total, signed(self._s_bits))
+        def total(terms):
+            value = terms[0][0] << terms[0][1]
+            for p, w in terms[1:]:
+                value = value + (p << w)
+            return value
+
+        terms = list(zip(partials, weights))
+        if self.rounding == "double" and len(terms) > 2:
+            # The partials of each operand slice added here (adders side by side, one per
+            # slice: no chain of adders behind the DSPs), the slices' sums in *high*.
+            rows = []
+            for i, (low, _) in enumerate(self._operand_slices):
+                row = [(p, w - low) for p, w, k in zip(partials, weights, slice_of) if k == i]
+                rows.append((stage(f"row{i}_", total(row)), low))
+            s = Signal(signed(self._s_bits), name=f"product{lane}")
+            m.d.comb += s.eq(total(rows))
+        else:
+            s = stage("product", total(terms), signed(self._s_bits))
         shift_2 = stage("shift_2_", shift_1)
 
         # -- high ---------------------------------------------------------------------------
@@ -372,10 +404,11 @@ class Requantizer(wiring.Component):
                    zero_point=stage.output.zero_point, act_min=act_min, act_max=act_max,
                    bits=stage.output.bits, rounding=stage.rounding)
 
-    #: Named stages: operands (accumulators and their channel group registered), saturate (to
-    #: :attr:`saturation`; the group's parameters read), the QuantizedMultiply stages, clamp (zero point added, clamped,
-    #: narrowed).
-    stages = ("operands", "saturate", *QuantizedMultiply.stages, "clamp")
+    #: Named stages: operands (accumulators registered and compared with the saturation
+    #: bounds, their channel group's parameters read), saturate (to :attr:`saturation`,
+    #: into the QuantizedMultiply's *factors* registers), the other QuantizedMultiply
+    #: stages, clamp (zero point added, clamped, narrowed).
+    stages = ("operands", "saturate", *QuantizedMultiply.stages[1:], "clamp")
     latency = len(stages)
 
     @property
@@ -418,28 +451,35 @@ class Requantizer(wiring.Component):
                  for l in range(lanes)] for g in range(groups)]
         m.submodules.params = rom = Memory(shape=row, depth=groups, init=init)
         port = rom.read_port()
-        # The beat's group is registered with the accumulators (operands) and read from the
-        # ROM during saturate: the parameters arrive with the saturated value.
-        index_1 = Signal(range(groups), name="group_1")
+        # The ROM is read at the group counter (a register: no logic in front of the ROM)
+        # while the accumulators are registered (operands). A frame's first beat is group 0
+        # whatever the counter holds: its row, a constant, is selected after the read. The
+        # parameters arrive with the accumulator; both go through saturate into the
+        # multiply's factor registers.
+        first_1 = Signal(name="first_1")
         with m.If(en):
-            m.d.sync += index_1.eq(index)
-        m.d.comb += [port.addr.eq(index_1), port.en.eq(en)]
+            m.d.sync += first_1.eq(self.i.payload.first)
+        m.d.comb += [port.addr.eq(group), port.en.eq(en)]
+        params = Signal(row, name="params")
+        m.d.comb += params.eq(Mux(first_1, row.const(init[0]), port.data))
         sat_lo, sat_hi = self.saturation
         acc_lo, acc_hi = arith.int_range(self.acc_bits)
         for lane in range(lanes):
             acc = Signal(signed(self.acc_bits), name=f"acc{lane}")
+            above, below = Signal(name=f"above{lane}"), Signal(name=f"below{lane}")
+            # the bounds compared as the accumulator is registered, so that saturate is a mux
+            # in front of the multiply's factor registers
+            value = self.i.payload.data[lane]
             with m.If(en):
-                m.d.sync += acc.eq(self.i.payload.data[lane])
-            # -- saturate: both bounds compared in parallel ------------------------------------
-            above, below = acc > sat_hi, acc < sat_lo
+                m.d.sync += [acc.eq(value), above.eq(value > sat_hi), below.eq(value < sat_lo)]
+            # -- saturate -----------------------------------------------------------------------
             saturated = acc
             if sat_lo > acc_lo:
                 saturated = Mux(below, sat_lo, saturated)
             if sat_hi < acc_hi:
                 saturated = Mux(above, sat_hi, saturated)
-            with m.If(en):
-                m.d.sync += mult.x[lane].eq(saturated)
-            m.d.comb += [mult.m[lane].eq(port.data[lane].m), mult.shift[lane].eq(port.data[lane].shift)]
+            m.d.comb += [mult.x[lane].eq(saturated),
+                         mult.m[lane].eq(params[lane].m), mult.shift[lane].eq(params[lane].shift)]
 
         # -- clamp: + zero point, clamp, narrow -------------------------------------------------
         for lane in range(lanes):

@@ -5,15 +5,18 @@ mo, so) + out_zero_point, act_min, act_max)`` (:class:`~convgen.sim.arith.AddPar
 
 Each operand's scaling depends on its value only, so for inputs of up to
 :data:`TABLE_BITS` bits it is a table of the ``2^bits`` results (computed by the golden
-arithmetic, so exact by construction) read in one stage: no multiplier. Wider inputs
+arithmetic, so exact by construction) read and registered: no multiplier. Wider inputs
 go through :class:`~convgen.hdl.requant.QuantizedMultiply`. Stages (one enable;
 ``latency`` is their count):
 
-* *lookup* (or *shift* and the five ``in_*`` multiply stages): both scaled operands;
+* *lookup*, *scaled* (the table read, its result registered; or *shift*, the first
+  :class:`~convgen.hdl.requant.QuantizedMultiply` stage, registering the shifted operands
+  as its factors, and its five other stages as ``in_*``): both scaled operands;
 * *sum*: their sum;
 * *saturate*: the sum saturated to the range outside which the output clamps anyway
-  (:func:`~convgen.hdl.requant.saturation_range`), so the output multiply is narrow;
-* the five :class:`~convgen.hdl.requant.QuantizedMultiply` stages with the output multiplier;
+  (:func:`~convgen.hdl.requant.saturation_range`), so the output multiply is narrow:
+  the output QuantizedMultiply's factors stage;
+* its five other stages (``out_*``);
 * *clamp*: ``+ output zero point``, clamped to the activation range, narrowed.
 
 The two inputs are joined: a transfer takes one beat from each, in the same cycle.
@@ -31,13 +34,22 @@ from amaranth.lib.wiring import In, Out
 
 from ..sim import arith
 from .beats import beat_layout
+from .dsp import is_ecp5
 from .mac import signed_bits
 from .requant import QuantizedMultiply, clamp_biased, saturation_range
 
-__all__ = ["ResidualAdd", "TABLE_BITS"]
+__all__ = ["ResidualAdd", "TABLE_BITS", "residual_stages"]
 
 #: Inputs up to this width are scaled by table lookup (2^bits entries per operand).
 TABLE_BITS = 8
+
+
+def residual_stages(lookup: bool) -> tuple:
+    """Pipeline stages of a :class:`ResidualAdd` (its latency is their count): operands
+    scaled by table (``lookup``, up to :data:`TABLE_BITS` bits) or by multiplies."""
+    q = QuantizedMultiply.stages[1:]       # its first stage (factors) is shift / saturate
+    scale = ("lookup", "scaled") if lookup else ("shift", *(f"in_{s}" for s in q))
+    return (*scale, "sum", "saturate", *(f"out_{s}" for s in q), "clamp")
 
 
 class ResidualAdd(wiring.Component):
@@ -84,9 +96,7 @@ class ResidualAdd(wiring.Component):
 
     @property
     def stages(self):
-        q = QuantizedMultiply.stages
-        scale = ("lookup",) if self.lookup else ("shift", *(f"in_{s}" for s in q))
-        return (*scale, "sum", "saturate", *(f"out_{s}" for s in q), "clamp")
+        return residual_stages(self.lookup)
 
     @property
     def latency(self) -> int:
@@ -120,17 +130,19 @@ class ResidualAdd(wiring.Component):
                 m.d.sync += flags[k].eq(flags[k - 1])
 
         # lookup (or shift + multiply): the two scaled operands
-        scaled_a, scaled_b = self._scaled_operands(m, en)
+        scaled_a, scaled_b = self._scaled_operands(m, en, platform)
         sum_bits = signed_bits(*self._sum_range)
         sat_lo, sat_hi = self.saturation
         for lane in range(L):
-            # sum (exact: the operands' ranges bound it within int32)
+            # sum (exact: the operands' ranges bound it within int32), compared with the
+            # saturation bounds in the same stage
             total = Signal(signed(sum_bits), name=f"sum{lane}")
+            above, below = Signal(name=f"above{lane}"), Signal(name=f"below{lane}")
+            value = scaled_a[lane] + scaled_b[lane]
             with m.If(en):
-                m.d.sync += total.eq(scaled_a[lane] + scaled_b[lane])
-            # saturate
-            with m.If(en):
-                m.d.sync += qo.x[lane].eq(Mux(total > sat_hi, sat_hi, Mux(total < sat_lo, sat_lo, total)))
+                m.d.sync += [total.eq(value), above.eq(value > sat_hi), below.eq(value < sat_lo)]
+            # saturate (a mux), into the output multiply's factor registers
+            m.d.comb += qo.x[lane].eq(Mux(above, sat_hi, Mux(below, sat_lo, total)))
             m.d.comb += [qo.m[lane].eq(p.out_multiplier), qo.shift[lane].eq(p.out_shift)]
             # clamp
             with m.If(en):
@@ -140,31 +152,49 @@ class ResidualAdd(wiring.Component):
                      self.o.payload.last.eq(flags[-1][1])]
         return m
 
-    def _scaled_operands(self, m, en):
+    def _scaled_operands(self, m, en, platform):
         """Per lane, the two scaled operands (valid in the stage before *sum*)."""
         p, L = self.params, self.lanes
         if self.lookup:
             scaled = []
             for name, table, port in (("a", self._table_a, self.skip), ("b", self._table_b, self.i)):
                 shape = signed(signed_bits(int(table.min()), int(table.max())))
-                memory = Memory(shape=shape, depth=len(table), init=[int(v) for v in table])
+                # Two stages either way (lookup, scaled). On ECP5 the table is in LUTs between
+                # the registered input and the registered value: in a DP16KD (no output
+                # register: 5.8 ns clock-to-output) the read alone nearly takes a cycle, and
+                # the skip FIFO's block RAM drives the address. Elsewhere: a block RAM read,
+                # then its data registered (no adder behind the RAM).
+                ecp5 = is_ecp5(platform)
+                memory = Memory(shape=shape, depth=len(table), init=[int(v) for v in table],
+                                attrs={"rom_style": "logic"} if ecp5 else None)
                 m.submodules[f"table_{name}"] = memory
                 lanes = []
                 for lane in range(L):
-                    read = memory.read_port()
-                    m.d.comb += [read.addr.eq(port.payload.data[lane].as_unsigned()), read.en.eq(en)]
-                    lanes.append(read.data)
+                    code = port.payload.data[lane].as_unsigned()
+                    if ecp5:
+                        registered = Signal(len(code), name=f"code_{name}{lane}")
+                        with m.If(en):
+                            m.d.sync += registered.eq(code)
+                        read = memory.read_port(domain="comb")
+                        m.d.comb += read.addr.eq(registered)
+                    else:
+                        read = memory.read_port()
+                        m.d.comb += [read.addr.eq(code), read.en.eq(en)]
+                    value = Signal(shape, name=f"scaled_{name}{lane}")
+                    with m.If(en):
+                        m.d.sync += value.eq(read.data)
+                    lanes.append(value)
                 scaled.append(lanes)
             return scaled
         m.submodules.scale_a = qa = self._scale_a
         m.submodules.scale_b = qb = self._scale_b
         m.d.comb += [qa.en.eq(en), qb.en.eq(en)]
         for lane in range(L):
-            with m.If(en):
-                m.d.sync += [
-                    qa.x[lane].eq((self.skip.payload.data[lane] + p.a_offset) << p.left_shift),
-                    qb.x[lane].eq((self.i.payload.data[lane] + p.b_offset) << p.left_shift),
-                ]
+            # shift: into the multiplies' factor registers
+            m.d.comb += [
+                qa.x[lane].eq((self.skip.payload.data[lane] + p.a_offset) << p.left_shift),
+                qb.x[lane].eq((self.i.payload.data[lane] + p.b_offset) << p.left_shift),
+            ]
             m.d.comb += [qa.m[lane].eq(p.a_multiplier), qa.shift[lane].eq(p.a_shift),
                          qb.m[lane].eq(p.b_multiplier), qb.shift[lane].eq(p.b_shift)]
         return qa.y, qb.y

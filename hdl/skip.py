@@ -78,6 +78,11 @@ def _adder_stages(count):
     return adder_tree_stages(count)
 
 
+def _add_latency(stage: Add) -> int:
+    from .residual import TABLE_BITS, residual_stages
+    return len(residual_stages(stage.output.bits <= TABLE_BITS))
+
+
 def _multiply_stages(stage):
     from .mac import MULTIPLY_STAGES
     return MULTIPLY_STAGES[stage.multipliers]
@@ -322,7 +327,7 @@ def skip_timeline(config: EngineConfig, tensor: str, frames: int = SIZING_FRAMES
         elif isinstance(stage, Shuffle):
             t = _shuffle_times(stage, t)
         elif isinstance(stage, Add):
-            t = _pipeline(t, 9)
+            t = _pipeline(t, _add_latency(stage))
         t = _pipeline(t, SKID_LATENCY)
         cur_lanes = stage.lanes_out
     read = _skip_reads(write, main, lanes, add.lanes_in)

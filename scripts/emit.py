@@ -79,13 +79,16 @@ def _top(config):
     return EngineTop(config)
 
 
-def emit_verilog(config) -> str:
+def emit_verilog(config, platform=None) -> str:
     """The Verilog text of ``config``'s :class:`~convgen.hdl.top.EngineTop`; the top
-    module is named ``config.name``. Deterministic."""
+    module is named ``config.name``. Deterministic. ``platform`` is passed to elaboration:
+    None (the default) is generic Verilog; :data:`convgen.hdl.dsp.ECP5` instantiates the
+    ECP5's registered MULT18X18D for the DSP multiplies (``convgen synth``)."""
     from amaranth.back import verilog
     top = _top(config)
     with _builtin_yosys():
-        text = verilog.convert(top, name=config.name, emit_src=False, strip_internal_attrs=True)
+        text = verilog.convert(top, name=config.name, platform=platform, emit_src=False,
+                               strip_internal_attrs=True)
     return text if text.endswith("\n") else text + "\n"
 
 

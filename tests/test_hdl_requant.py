@@ -222,8 +222,8 @@ def test_quantized_multiply_operand_slices():
 
 
 def test_quantized_multiply_stages():
-    assert QuantizedMultiply.stages == ("multiply", "sum", "high", "shift", "round")
-    assert QuantizedMultiply.latency == len(QuantizedMultiply.stages) == 5
+    assert QuantizedMultiply.stages == ("factors", "multiply", "sum", "high", "shift", "round")
+    assert QuantizedMultiply.latency == len(QuantizedMultiply.stages) == 6
 
 
 # -- Requantizer at 32 bits: the whole MBQM result ----------------------------------------------

@@ -225,10 +225,10 @@ def test_residual_throughput():
 def test_residual_stages():
     dut = ResidualAdd.for_stage(add_stage())
     Fragment.get(dut, None)
-    q = QuantizedMultiply.stages
+    q = QuantizedMultiply.stages[1:]           # factors: the shift and saturate stages
     assert dut.lookup and dut.multipliers == 1         # int8 operands: scaled by table lookup
-    assert dut.stages == ("lookup", "sum", "saturate", *(f"out_{s}" for s in q), "clamp")
-    assert dut.latency == len(dut.stages) == 9
+    assert dut.stages == ("lookup", "scaled", "sum", "saturate", *(f"out_{s}" for s in q), "clamp")
+    assert dut.latency == len(dut.stages) == 10
     wide = ResidualAdd.for_stage(add_stage(bits=10))
     Fragment.get(wide, None)
     assert not wide.lookup and wide.multipliers == 3

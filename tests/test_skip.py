@@ -93,6 +93,17 @@ def test_model_latencies_match_the_gateware():
     assert skip.SKID_LATENCY == SkidBuffer.latency
     assert skip.WINDOW_LATENCY == WindowGenerator.latency
     assert skip.REQUANT_LATENCY == Requantizer.latency
+    from amaranth.hdl import Fragment
+    from convgen.hdl.residual import ResidualAdd
+    for bits in (8, 9):           # table lookup, and multiplies above 8 bits
+        config = config_from_dict({"random": {"seed": 1}, "input": {"height": 2, "width": 3, "channels": 2,
+                                                                  "bits": bits},
+                                   "stage": [{"kind": "depthwise", "lanes": 2},
+                                             {"kind": "add", "skip": "input"}]})
+        add = config.stages[-1]
+        unit = ResidualAdd.for_stage(add)
+        Fragment.get(unit, None)
+        assert skip._add_latency(add) == unit.latency
 
 
 def test_fifo_depth_for_counts_the_output_register():
