@@ -24,7 +24,6 @@ from __future__ import annotations
 import numpy as np
 from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .beats import beat_layout
@@ -145,10 +144,8 @@ class DepthwiseMAC(wiring.Component):
                               for v in range(1 << width)]
                     init = [int(w[t, g * L + l]) * v for g in range(G) for v in values]
                     shape = signed(signed_bits(min(init), max(init)))
-                    m.submodules[f"table{t}_{l}_{d}"] = table = Memory(shape=shape, depth=len(init), init=init)
-                    port = table.read_port()
-                    m.d.comb += [port.addr.eq(Cat(x[t][l][lo:lo + width], group)), port.en.eq(en)]
-                    terms.append((port.data, lo))
+                    data_out = group_rom(m, f"table{t}_{l}_{d}", shape, init, Cat(x[t][l][lo:lo + width], group), en)
+                    terms.append((data_out, lo))
                     lo += width
                 out = Signal(signed(self.bits + self.weight_bits), name=f"p{t}_{l}")
                 total = terms[0][0]

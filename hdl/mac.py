@@ -128,10 +128,11 @@ class GroupCounter:
             m.d.sync += count.eq(Mux(self.index == groups - 1, 0, self.index + 1))
 
 
-def group_rom(m: Module, name: str, layout, rows: list, addr, en):
-    """A ROM (``Memory``) of per-group parameter rows, read synchronously at ``addr``
-    while ``en``; returns the read data (valid the cycle after the address)."""
-    m.submodules[name] = rom = Memory(shape=layout, depth=len(rows), init=rows)
+def group_rom(m: Module, name: str, layout, rows: list, addr, en, *, attrs=None):
+    """A ROM (``Memory``) of parameter rows, read synchronously at ``addr`` while ``en``;
+    returns the read data (valid the cycle after the address). ``attrs``: the memory's
+    attributes (e.g. ``rom_style``)."""
+    m.submodules[name] = rom = Memory(shape=layout, depth=len(rows), init=rows, attrs=attrs)
     port = rom.read_port()
     m.d.comb += [port.addr.eq(addr), port.en.eq(en)]
     return port.data

@@ -19,11 +19,11 @@ from __future__ import annotations
 import numpy as np
 from amaranth.hdl import Array, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .beats import SkidBuffer, beat_layout
-from .mac import MULTIPLY_STAGE_NAMES, MULTIPLY_STAGES, adder_tree, adder_tree_stages, delayed, product, signed_bits
+from .mac import (MULTIPLY_STAGE_NAMES, MULTIPLY_STAGES, adder_tree, adder_tree_stages, delayed, group_rom, product,
+                  signed_bits)
 from .requant import Requantizer, acc_layout
 from .schedule import requant_share, shared_requant_delay
 from .width import Gather, Split
@@ -37,13 +37,10 @@ ROM_LOGIC_DEPTH = 16
 
 
 def _rom(m: Module, name: str, shape, rows: list, addr, en):
-    """A ROM read synchronously at ``addr`` while ``en`` (data the cycle after the address);
-    in block RAM if deeper than :data:`ROM_LOGIC_DEPTH` rows."""
+    """:func:`~convgen.hdl.mac.group_rom`, in block RAM if deeper than
+    :data:`ROM_LOGIC_DEPTH` rows."""
     attrs = {"rom_style": "block"} if len(rows) > ROM_LOGIC_DEPTH else None
-    m.submodules[name] = rom = Memory(shape=shape, depth=len(rows), init=rows, attrs=attrs)
-    port = rom.read_port()
-    m.d.comb += [port.addr.eq(addr), port.en.eq(en)]
-    return port.data
+    return group_rom(m, name, shape, rows, addr, en, attrs=attrs)
 
 
 class PointwiseMAC(wiring.Component):

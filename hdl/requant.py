@@ -34,7 +34,6 @@ then ``+ zero_point`` and the activation clamp.
 
 from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 import numpy as np
@@ -42,6 +41,7 @@ import numpy as np
 from ..sim import arith
 from .beats import beat_layout
 from .dsp import Multiply
+from .mac import group_rom
 
 __all__ = ["QuantizedMultiply", "Requantizer", "acc_layout", "saturation_range", "clamp_biased"]
 
@@ -449,8 +449,6 @@ class Requantizer(wiring.Component):
         row = data.ArrayLayout(param, lanes)
         init = [[{"m": int(self._multipliers[g * lanes + l]), "shift": int(self._shifts[g * lanes + l])}
                  for l in range(lanes)] for g in range(groups)]
-        m.submodules.params = rom = Memory(shape=row, depth=groups, init=init)
-        port = rom.read_port()
         # The ROM is read at the group counter (a register: no logic in front of the ROM)
         # while the accumulators are registered (operands). A frame's first beat is group 0
         # whatever the counter holds: its row, a constant, is selected after the read. The
@@ -459,9 +457,9 @@ class Requantizer(wiring.Component):
         first_1 = Signal(name="first_1")
         with m.If(en):
             m.d.sync += first_1.eq(self.i.payload.first)
-        m.d.comb += [port.addr.eq(group), port.en.eq(en)]
+        params_read = group_rom(m, "params", row, init, group, en)
         params = Signal(row, name="params")
-        m.d.comb += params.eq(Mux(first_1, row.const(init[0]), port.data))
+        m.d.comb += params.eq(Mux(first_1, row.const(init[0]), params_read))
         sat_lo, sat_hi = self.saturation
         acc_lo, acc_hi = arith.int_range(self.acc_bits)
         for lane in range(lanes):
