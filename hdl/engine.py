@@ -11,7 +11,7 @@
 * a :class:`~convgen.hdl.beats.SkidBuffer` after every stage, so ``ready`` is registered
   at every stage boundary and never chains through the engine;
 * a :class:`Fork` after every tensor an add reads back, feeding a skip FIFO
-  (``SyncFIFOBuffered``: block RAM plus an output register) whose depth is
+  (:class:`SkipFIFO`: block RAM read through two registers) whose depth is
   :func:`skip_fifo_depth`;
 * a burst FIFO after a strided window stage whose outputs come in bursts faster than
   the next stage takes them (:func:`burst_fifo_depths`).
@@ -19,9 +19,9 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Shape, Signal
 from amaranth.lib import stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..config import Add, Depthwise, EngineConfig, Pointwise, Shuffle
@@ -63,22 +63,65 @@ class Fork(wiring.Component):
 
 
 class SkipFIFO(wiring.Component):
-    """A FIFO of beats (``SyncFIFOBuffered``: ``depth`` entries including its output
-    register). ``level`` is its occupancy, for benches."""
+    """A FIFO of ``depth`` beats (>= 3): a memory of ``depth - 2`` entries read through two
+    registers, the read port's and an output register (reset-less, nothing between: on
+    ECP5 the DP16KD output register, see :mod:`convgen.bram`), which ``o`` comes from.
+
+    The read pipeline stalls as a whole: the output register takes the next entry when it
+    is empty or read (``~o.valid | o.ready``), the read port when it is empty or passes
+    its entry on. A write (refused while the memory is full) is offered on ``o`` three
+    cycles later at the earliest; one beat per cycle both ways. ``level`` is the
+    occupancy (memory, read port, output register), for benches."""
+
+    #: Cycles from a write to the beat on ``o`` when the FIFO is empty.
+    latency = 3
 
     def __init__(self, shape, depth: int):
+        if depth < 3:
+            raise ValueError(f"skip FIFO depth must be >= 3, not {depth}")
         self.shape, self.depth = shape, depth
         super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape)),
                           "level": Out(range(depth + 1))})
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.fifo = fifo = SyncFIFOBuffered(width=len(Signal(self.shape).as_value()), depth=self.depth)
+        width = Shape.cast(self.shape).width
+        inner_depth = self.depth - 2
+        # no_rw_check: a read of the entry written in the same cycle happens only when the
+        # memory is empty and is discarded, so yosys need not emulate read-old-data.
+        m.submodules.storage = storage = Memory(shape=width, depth=inner_depth, init=[],
+                                                attrs={"no_rw_check": 1})
+        wr, rd = storage.write_port(), storage.read_port()
+        produce = Signal(range(inner_depth), name="produce")
+        consume = Signal(range(inner_depth), name="consume")
+        inner_level = Signal(range(inner_depth + 1), name="inner_level")
+        read_valid = Signal()                       # the read port's register holds an entry
+        out = Signal(width, name="out", reset_less=True)
+        write = Signal()
+        issue = Signal()
+        advance_out = ~self.o.valid | self.o.ready  # the output register takes the next entry
+        advance_read = ~read_valid | advance_out    # the read port takes the next address
         m.d.comb += [
-            fifo.w_data.eq(self.i.payload), fifo.w_en.eq(self.i.valid), self.i.ready.eq(fifo.w_rdy),
-            self.o.payload.eq(fifo.r_data), self.o.valid.eq(fifo.r_rdy), fifo.r_en.eq(self.o.ready),
-            self.level.eq(fifo.level),
+            self.i.ready.eq(inner_level != inner_depth),
+            write.eq(self.i.valid & self.i.ready),
+            wr.addr.eq(produce), wr.data.eq(self.i.payload), wr.en.eq(write),
+            issue.eq(advance_read & (inner_level != 0)),
+            rd.addr.eq(consume), rd.en.eq(advance_read),
+            self.o.payload.eq(out),
+            self.level.eq(inner_level + read_valid + self.o.valid),
         ]
+        with m.If(write):
+            m.d.sync += produce.eq(Mux(produce == inner_depth - 1, 0, produce + 1))
+        with m.If(issue):
+            m.d.sync += consume.eq(Mux(consume == inner_depth - 1, 0, consume + 1))
+        with m.If(write & ~issue):
+            m.d.sync += inner_level.eq(inner_level + 1)
+        with m.Elif(issue & ~write):
+            m.d.sync += inner_level.eq(inner_level - 1)
+        with m.If(advance_read):
+            m.d.sync += read_valid.eq(inner_level != 0)
+        with m.If(advance_out):
+            m.d.sync += [self.o.valid.eq(read_valid), out.eq(rd.data)]
         return m
 
 
@@ -104,7 +147,7 @@ def burst_fifo_depths(config: EngineConfig) -> dict[str, int]:
         period_out = -(-max(busy[n] for n in names[index + 2:]) // pixels_out)
         backlog = burst_backlog(window_schedule(stage), period_in, period_out)
         if backlog:
-            depths[stage.name] = backlog * (stage.output.channels // stage.lanes_out)
+            depths[stage.name] = max(3, backlog * (stage.output.channels // stage.lanes_out))
     return depths
 
 

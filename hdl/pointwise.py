@@ -246,7 +246,9 @@ class PointwiseMAC(wiring.Component):
                 m.d.sync += ctl[s].eq(ctl[s - 1])
 
         # -- weights: the ROM output and the operands registered once more --------------------
-        params = Signal(rom_layout, name="weights")
+        # Reset-less with nothing between ROM and register: in block RAM on ECP5 this is
+        # the DP16KD output register (convgen.bram).
+        params = Signal(rom_layout, name="weights", reset_less=True)
         with m.If(en):
             m.d.sync += [params.w.eq(w_data), params.bias.eq(bias_data)]
         operands = delayed(m, en, operands, 1, chunk_layout, "operand{}_w")

@@ -10,7 +10,7 @@ rate (source always valid, sink always ready) over :data:`SIZING_FRAMES` frames 
 back (a window's tail overlaps the next frame's first pixels, and a frame shorter than
 the main path's latency is still in the FIFO when the next arrives, so the peak is at a
 frame border), and :func:`fifo_depth_for` turns them into
-the smallest ``SyncFIFOBuffered`` depth that never refuses a write: a smaller FIFO would
+the smallest :class:`~convgen.hdl.engine.SkipFIFO` depth that never refuses a write: a smaller FIFO would
 hold off the fork, and with it the main path, at least once per frame.
 
 * When every unit on the main path keeps up with the fork (one beat per cycle), nothing
@@ -29,7 +29,7 @@ hold off the fork, and with it the main path, at least once per frame.
   slowest unit, it holds the fork off: the fork's beats are timed jointly with the
   loader's (:func:`_fork_into_pointwise`). Likewise for a split right after the fork
   (:func:`_fork_into_split`).
-* Reads follow the FIFO's output register, the skip-side converter and the add, which
+* Reads follow the FIFO's two read registers, the skip-side converter and the add, which
   takes a skip beat and a main beat in the same cycle (:func:`_skip_reads`).
 
 Other throttled paths are composed as if they kept up, which errs on the large side
@@ -334,26 +334,51 @@ def skip_timeline(config: EngineConfig, tensor: str, frames: int = SIZING_FRAMES
     return write, read, add, exact
 
 
+class _FifoTiming:
+    """The :class:`~convgen.hdl.engine.SkipFIFO`'s read pipeline, entry by entry: entry
+    ``k`` leaves the memory for the read port's register in cycle ``issue = max(write[k]
+    + 1, move[k - 1])`` (the register is free then, or passes entry ``k - 1`` on), moves to
+    the output register in cycle ``move = max(issue + 1, read[k - 1])``, and is offered on
+    the FIFO's output from ``move + 1``."""
+
+    def __init__(self):
+        self.move = self.read = -(1 << 40)
+
+    def offered(self, write: int) -> int:
+        """Cycle from which the next entry, written in cycle ``write``, is offered."""
+        issue = max(write + 1, self.move)
+        self.move = max(issue + 1, self.read)
+        return self.move + 1
+
+    def issues(self, write: np.ndarray, read: np.ndarray) -> np.ndarray:
+        """Cycle each entry leaves the memory, given every write and read cycle."""
+        issue = np.empty_like(write)
+        for k in range(write.size):
+            issue[k] = max(write[k] + 1, self.move)
+            self.move = max(issue[k] + 1, self.read)
+            self.read = read[k]
+        return issue
+
+
 def _skip_reads(write: np.ndarray, main: np.ndarray, lanes_skip: int, lanes_add: int) -> np.ndarray:
     """Cycle in which each FIFO entry is read, given its write cycle and the cycle each
-    main beat reaches the add. The FIFO's output register holds entry ``k`` from cycle
-    ``leave[k] + 1``, ``leave[k] = max(write[k] + 1, read[k - 1])``; then the skip-side
-    converter (none, a split, or a gather) and the add, which takes skip beat ``i`` with
-    main beat ``i`` in one cycle, decide the read."""
+    main beat reaches the add: the FIFO offers entry ``k`` from :class:`_FifoTiming`'s
+    cycle; then the skip-side converter (none, a split, or a gather) and the add, which
+    takes skip beat ``i`` with main beat ``i`` in one cycle, decide the read."""
     n = write.size
     read = np.empty(n, dtype=np.int64)
-    prev_read = -(1 << 40)
+    fifo = _FifoTiming()
     if lanes_skip == lanes_add:
         for k in range(n):
-            avail = max(write[k] + 1, prev_read) + 1
-            read[k] = prev_read = max(avail, main[k])
+            avail = fifo.offered(write[k])
+            read[k] = fifo.read = max(avail, main[k])
         return read
     if lanes_skip % lanes_add == 0:                      # split: entry k gives parts k*f .. k*f+f-1
         f = lanes_skip // lanes_add
         last_take = -(1 << 40)
         for k in range(n):
-            avail = max(write[k] + 1, prev_read) + 1
-            read[k] = prev_read = max(avail, last_take)  # taken when the previous word's last part goes
+            avail = fifo.offered(write[k])
+            read[k] = fifo.read = max(avail, last_take)  # taken when the previous word's last part goes
             t = read[k]
             for c in range(f):
                 t = max(t + 1, main[k * f + c])          # part c is offered from read + 1 + c
@@ -363,31 +388,32 @@ def _skip_reads(write: np.ndarray, main: np.ndarray, lanes_skip: int, lanes_add:
         f = lanes_add // lanes_skip
         word_taken = -(1 << 40)                          # cycle the previous gathered word was taken
         for k in range(n):
-            avail = max(write[k] + 1, prev_read) + 1
-            t = max(avail, prev_read + 1)
+            avail = fifo.offered(write[k])
+            t = max(avail, fifo.read + 1)
             if k % f == f - 1:                           # completing a word: the output must be free
                 t = max(t, word_taken)
-                read[k] = prev_read = t
+                read[k] = fifo.read = t
                 word_taken = max(t + 1, main[k // f])
             else:
-                read[k] = prev_read = t
+                read[k] = fifo.read = t
         return read
     raise NotImplementedError("skip-side width conversion through an lcm is not modelled")
 
 
 def fifo_depth_for(write: np.ndarray, read: np.ndarray) -> int:
-    """Smallest ``SyncFIFOBuffered`` depth that takes every write on its cycle.
+    """Smallest :class:`~convgen.hdl.engine.SkipFIFO` depth that takes every write on its
+    cycle.
 
-    The FIFO is an inner memory of ``depth - 1`` entries plus an output register; a write
-    is refused while the inner memory is full (``w_rdy = inner_level != depth - 1``, no
-    credit for a read in the same cycle). Entry ``k`` leaves the inner memory for the
-    output register in cycle ``max(write[k] + 1, read[k - 1])``. So write ``j`` goes
-    through iff fewer than ``depth - 1`` of entries ``0 .. j - 1`` are still inside in its
-    cycle: ``depth = max_j (j - #{k : leave[k] < write[j]}) + 2``.
+    The FIFO is a memory of ``depth - 2`` entries read through two registers; a write is
+    refused while the memory is full (its level is registered: no credit for an entry
+    leaving in the same cycle). Entry ``k`` leaves the memory in cycle ``issue[k]``
+    (:class:`_FifoTiming`). So write ``j`` goes through iff fewer than ``depth - 2`` of
+    entries ``0 .. j - 1`` are still inside in its cycle:
+    ``depth = max_j (j - #{k : issue[k] < write[j]}) + 3``.
     """
-    leave = np.maximum(write + 1, np.concatenate([[-(1 << 40)], read[:-1]]))
-    left_before = np.searchsorted(np.sort(leave), write, side="left")
-    return int(np.max(np.arange(write.size) - left_before)) + 2
+    issue = _FifoTiming().issues(write, read)
+    left_before = np.searchsorted(np.sort(issue), write, side="left")
+    return int(np.max(np.arange(write.size) - left_before)) + 3
 
 
 def skip_sizing(config: EngineConfig, tensor: str) -> SkipSizing:

@@ -245,21 +245,41 @@ class WindowGenerator(wiring.Component):
         if reach:
             stack_layout = data.ArrayLayout(data.ArrayLayout(element, L), reach)   # oldest first
             depth = W * G
-            m.submodules.lines = lines = Memory(shape=stack_layout, depth=depth, init=[])
-            wr = lines.write_port()
-            rd = lines.read_port(transparent_for=(wr,) if depth == 1 else ())
+            # The stack of the slot's column is at `addr`, which advances by one every slot
+            # (modulo W * G) and never restarts: the address of a column is then fixed for
+            # the whole frame whatever column it started at, and what a new frame reads
+            # above its first row is top padding (masked).
             addr = Signal(range(depth))
-            next_addr = Mux(addr == depth - 1, 0, addr + 1)
-            # After an overlapped tail the next frame continues at the column it reached.
-            restart = last_slot & ~overlapping
-            with m.If(fire):
-                m.d.sync += addr.eq(Mux(restart, 0, next_addr))
-            m.d.comb += [rd.addr.eq(Mux(fire, Mux(restart, 0, next_addr), addr)), rd.en.eq(1)]
-            stack = rd.data
+            stack = Signal(stack_layout, name="stack")
+            if depth >= 3:
+                # Block RAM read two slots ahead: the read port's register, then the stack
+                # register (reset-less, nothing between: on ECP5 it is the DP16KD output
+                # register, see convgen.bram). A stack read at slot n was last written at
+                # slot n + 2 - depth < n, so the prefetch never misses a write.
+                # no_rw_check: a slot never reads the address written in its cycle, so yosys
+                # need not emulate read-old-data around the block RAM.
+                m.submodules.lines = lines = Memory(shape=stack_layout, depth=depth, init=[],
+                                                    attrs={"no_rw_check": 1})
+                wr, rd = lines.write_port(), lines.read_port()
+                read_addr = Signal(range(depth), init=2 % depth)
+                stack_out = Signal(stack_layout, name="stack_out", reset_less=True)
+                with m.If(fire):
+                    m.d.sync += [addr.eq(Mux(addr == depth - 1, 0, addr + 1)),
+                                 read_addr.eq(Mux(read_addr == depth - 1, 0, read_addr + 1)),
+                                 stack_out.eq(rd.data)]
+                m.d.comb += [rd.addr.eq(read_addr), rd.en.eq(fire), stack.eq(stack_out),
+                             wr.addr.eq(addr), wr.en.eq(fire)]
+                write_data = wr.data
+            else:
+                # One or two columns: registers, read in the slot.
+                stacks = Array(Signal(stack_layout, name=f"stack{k}") for k in range(depth))
+                write_data = Signal(stack_layout, name="stack_next")
+                with m.If(fire):
+                    m.d.sync += [addr.eq(Mux(addr == depth - 1, 0, addr + 1)), stacks[addr].eq(write_data)]
+                m.d.comb += stack.eq(stacks[addr])
             shifted = [stack[k] for k in range(1, reach)] + [new]
-            m.d.comb += [wr.addr.eq(addr), wr.en.eq(fire)]
             for k, value in enumerate(shifted):
-                m.d.comb += wr.data[k].eq(value)
+                m.d.comb += write_data[k].eq(value)
             for i in range(K):            # tap i: row y - (K - 1 - i) * d
                 back = (K - 1 - i) * s.dilation
                 m.d.comb += column[i].eq(new if back == 0 else stack[reach - back])

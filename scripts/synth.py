@@ -84,6 +84,7 @@ class SynthResult:
     failure: str | None = None
     critical_path: list = field(default_factory=list)
     seconds: float = 0.0
+    bram_output_registers: list = field(default_factory=list)   # convgen.bram.AbsorbedPort, ECP5
 
     def to_json(self) -> dict:
         from .cost import estimate, to_json
@@ -93,6 +94,8 @@ class SynthResult:
                 "utilization": {k: {"used": u, "available": a} for k, (u, a) in self.utilization.items()},
                 "cells": self.cells, "line_buffers": self.line_buffers, "failure": self.failure,
                 "critical_path": self.critical_path, "seconds": round(self.seconds, 1),
+                "bram_output_registers": [{"ram": p.ram, "port": p.port, "flops": p.flops,
+                                           "reason": p.reason} for p in self.bram_output_registers],
                 "cost_model": to_json(estimate(self.config))["total"]}
 
 
@@ -109,6 +112,7 @@ def _run(command, log: Path, env, progress, what, cwd):
 
 def synthesize(config: EngineConfig, target: str, out_dir, *, seed: int = 1, progress=None) -> SynthResult:
     """Synthesize and place-and-route ``config`` for ``target`` in ``out_dir``."""
+    from .bram import absorb_output_registers
     from .emit import emit_verilog
     from .hdl.dsp import ECP5
     from .toolchain import find_tool, tool_env
@@ -136,6 +140,10 @@ def synthesize(config: EngineConfig, target: str, out_dir, *, seed: int = 1, pro
         result.failure = f"yosys failed (see {out / f'{name}_{target}_yosys.log'})"
         return result
     netlist = json.loads((out / f"{name}_{target}.json").read_text())
+    if t.family == "ecp5":
+        # The register after each block RAM read goes into the DP16KD (convgen.bram).
+        result.bram_output_registers = absorb_output_registers(netlist)
+        (out / f"{name}_{target}.json").write_text(json.dumps(netlist))
     cells = Counter()
     placed = {}
     for module in netlist["modules"].values():
@@ -198,6 +206,12 @@ def format_report(result: SynthResult) -> str:
                  + " (cost model; requantizers with non-power-of-two scales use DSPs too)")
     for stage, where in result.line_buffers.items():
         lines.append(f"  line buffer {stage}: {where}")
+    if result.bram_output_registers:
+        ports = result.bram_output_registers
+        lines.append(f"  block RAM reads with the output register: {sum(p.absorbed for p in ports)} of {len(ports)}")
+        for p in ports:
+            if not p.absorbed:
+                lines.append(f"    without: {p.ram} port {p.port} ({p.reason})")
     lines.append(f"  cost model: {est.macs:,} MACs/frame, line buffers {est.line_buffer_bits:,} bits")
     if result.critical_path:
         lines.append(f"  critical path: from {result.critical_path[0]} to {result.critical_path[1]}")
