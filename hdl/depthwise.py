@@ -27,7 +27,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .beats import beat_layout
-from .mac import MULTIPLY_STAGES, MULTIPLY_STAGE_NAMES, delayed, GroupCounter, adder_tree, adder_tree_stages, group_rom, product, signed_bits
+from .mac import MULTIPLY_STAGES, MULTIPLY_STAGE_NAMES, TREE_FIRST_LEVELS, delayed, GroupCounter, adder_tree, adder_tree_stages, group_rom, product, signed_bits
 from .requant import Requantizer, acc_layout
 from .window import WindowGenerator, window_layout
 
@@ -116,7 +116,7 @@ class DepthwiseMAC(wiring.Component):
     def stages(self):
         """operands (taps + offset, weights read), weights (the ROM's output registered, so no
         block RAM drives a multiplier), multiply (two stages), the adder tree's stages."""
-        tree = adder_tree_stages(self.kernel ** 2 + 1)
+        tree = adder_tree_stages(self.kernel ** 2 + 1, first_levels=TREE_FIRST_LEVELS[self.multiplier_kind])
         multiply = MULTIPLY_STAGE_NAMES[self.multiplier_kind]     # logic: rows (or table reads), multiply
         return ("operands", "weights", *multiply, *(f"sum{k}" for k in range(tree)))
 
@@ -174,9 +174,13 @@ class DepthwiseMAC(wiring.Component):
                                  "bias": data.ArrayLayout(signed(32), L)})
         rows = [{"w": [[int(self._weights.reshape(K2, -1)[t, g * L + l]) for l in range(L)] for t in range(K2)],
                  "bias": [int(self._bias[g * L + l]) for l in range(L)]} for g in range(G)]
-        params = group_rom(m, "weights", row, rows, group.index, en)
+        # The ROM is read at the group counter (a register, no logic before the ROM); a
+        # frame's first beat (group 0 whatever the counter says) takes row 0 in the next stage.
+        params = group_rom(m, "weights", row, rows, group.count, en)
+        first = Signal(name="first_beat")
         taps = [[Signal(signed(self.bits + 1), name=f"tap{t}_{l}") for l in range(L)] for t in range(K2)]
         with m.If(en):
+            m.d.sync += first.eq(self.i.payload.first)
             for t in range(K2):
                 for l in range(L):
                     m.d.sync += taps[t][l].eq(self.i.payload.data[t][l] + self.input_offset)
@@ -185,7 +189,7 @@ class DepthwiseMAC(wiring.Component):
         # weights: the ROM output and the taps registered once more
         weights = Signal(row, name="weights")
         with m.If(en):
-            m.d.sync += weights.eq(params)
+            m.d.sync += weights.eq(Mux(first, row.const(rows[0]).as_value(), params.as_value()))
         taps = [delayed(m, en, taps[t], 1, signed(self.bits + 1), f"tap{t}_{{}}_w") for t in range(K2)]
         params = weights
 
@@ -233,7 +237,8 @@ class DepthwiseMAC(wiring.Component):
         sums = []
         tree_stages = 0
         for l in range(L):
-            total, tree_stages = adder_tree(m, en, products[l] + [bias[l]], width=self.tree_bits, name=f"lane{l}")
+            total, tree_stages = adder_tree(m, en, products[l] + [bias[l]], width=self.tree_bits, name=f"lane{l}",
+                                            first_levels=TREE_FIRST_LEVELS[self.multiplier_kind])
             sums.append(total)
         pipe = Signal.like(self.o.payload, name="pipe_out")
         for l in range(L):

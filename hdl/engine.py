@@ -101,8 +101,13 @@ class SkipFIFO(wiring.Component):
         issue = Signal()
         advance_out = ~self.o.valid | self.o.ready  # the output register takes the next entry
         advance_read = ~read_valid | advance_out    # the read port takes the next address
+        # i.ready is a register: the comparison is made on the next level (the same
+        # condition as `inner_level != inner_depth`, a cycle earlier).
+        next_level = Signal.like(inner_level, name="next_level")
+        ready = Signal(init=1, name="w_ready")
+        m.d.sync += ready.eq(next_level != inner_depth)
         m.d.comb += [
-            self.i.ready.eq(inner_level != inner_depth),
+            self.i.ready.eq(ready),
             write.eq(self.i.valid & self.i.ready),
             wr.addr.eq(produce), wr.data.eq(self.i.payload), wr.en.eq(write),
             issue.eq(advance_read & (inner_level != 0)),
@@ -114,10 +119,12 @@ class SkipFIFO(wiring.Component):
             m.d.sync += produce.eq(Mux(produce == inner_depth - 1, 0, produce + 1))
         with m.If(issue):
             m.d.sync += consume.eq(Mux(consume == inner_depth - 1, 0, consume + 1))
+        m.d.comb += next_level.eq(inner_level)
         with m.If(write & ~issue):
-            m.d.sync += inner_level.eq(inner_level + 1)
+            m.d.comb += next_level.eq(inner_level + 1)
         with m.Elif(issue & ~write):
-            m.d.sync += inner_level.eq(inner_level - 1)
+            m.d.comb += next_level.eq(inner_level - 1)
+        m.d.sync += inner_level.eq(next_level)
         with m.If(advance_read):
             m.d.sync += read_valid.eq(inner_level != 0)
         with m.If(advance_out):

@@ -73,9 +73,9 @@ def _pipeline(times, latency):
     return times + latency
 
 
-def _adder_stages(count):
-    from .mac import adder_tree_stages
-    return adder_tree_stages(count)
+def _adder_stages(count, multipliers):
+    from .mac import TREE_FIRST_LEVELS, adder_tree_stages
+    return adder_tree_stages(count, first_levels=TREE_FIRST_LEVELS[multipliers])
 
 
 def _add_latency(stage: Add) -> int:
@@ -117,7 +117,7 @@ def _depthwise_times(stage: Depthwise, t_in: np.ndarray, tail_wait: int) -> np.n
             for k in range(s.slots * groups):
                 arrive = t_in[f * per_frame + k] if k < per_frame else prev + 1
                 fire[f * s.slots * groups + k] = prev = max(arrive, prev + 1)
-    mac_latency = 2 + _multiply_stages(stage) + _adder_stages(stage.kernel ** 2 + 1)   # operands, weights
+    mac_latency = 2 + _multiply_stages(stage) + _adder_stages(stage.kernel ** 2 + 1, stage.multipliers)   # operands, weights
     return fire[beats] + WINDOW_LATENCY + mac_latency + REQUANT_LATENCY
 
 
@@ -140,7 +140,7 @@ def _pointwise_times(stage: Pointwise, t_in: np.ndarray) -> np.ndarray:
     chunks = c_in // g // stage.simd
     ops = batches * chunks
     swap = _buffered_pixels(t_in, beats_in, ops)
-    mac_stages = 3 + _multiply_stages(stage) + _adder_stages(stage.simd)   # operands, weights, multiply, tree, accumulate
+    mac_stages = 3 + _multiply_stages(stage) + _adder_stages(stage.simd, stage.multipliers)   # operands, weights, multiply, tree, accumulate
     last_op = (np.arange(batches) + 1) * chunks - 1        # op index of each batch's last chunk
     requant = REQUANT_LATENCY + shared_requant_delay(requant_share(stage.pe, chunks))
     out = swap[:, None] + 1 + last_op[None, :] + mac_stages + requant

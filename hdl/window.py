@@ -39,9 +39,14 @@ previous frame's output.
 Storage
 -------
 * Line buffer: one ``Memory`` of depth ``W * G`` whose word is the stack of the last
-  ``(K - 1) * d`` rows of ``lanes`` elements at that column: each slot reads its stack
-  (read one address ahead, not transparent), shifts the new element in, writes it back.
-  Synthesis maps it to block RAM; it is exactly ``(K - 1) * d * W * C`` elements.
+  ``(K - 1) * d`` rows of ``lanes`` elements at that column: each slot takes its stack
+  from a register, shifts the new element in, writes it back. The stack is read two
+  slots ahead through the read port's register and that (reset-less) stack register,
+  with nothing between: on ECP5 they become the DP16KD's own registers
+  (:mod:`convgen.bram`), so no path starts at a block RAM output. The address advances
+  every slot and never restarts. Synthesis maps it to block RAM; it is exactly
+  ``(K - 1) * d * W * C`` elements. With one or two words (``W * G <= 2``) the stacks are
+  registers.
 * Window columns: the K taps (rows ``y - (K - 1) * d ... y`` step ``d``) of each slot
   pass through ``K - 1`` delay lines of ``d * G`` slots, which give the K window columns.
 

@@ -179,7 +179,7 @@ def test_depthwise_mac_properties(kernel, lanes):
     Fragment.get(mac, None)
     assert mac.multipliers == kernel * kernel * lanes
     assert mac.stages[:4] == ("operands", "weights", "factors", "multiply")
-    assert mac.latency == len(mac.stages) == 4 + adder_tree_stages(kernel * kernel + 1)
+    assert mac.latency == len(mac.stages) == 4 + adder_tree_stages(kernel * kernel + 1, first_levels=1)
     assert mac.acc_bits == stage.accumulator_bits
     unit = DepthwiseUnit(stage)
     Fragment.get(unit, None)
@@ -248,14 +248,18 @@ def test_depthwise_unit_fuzz_many(geometry):
 @pytest.mark.parametrize("geometry", [(5, 6, 4, 2, 3, 1, 1, "same"), (10, 9, 3, 1, 5, 2, 2, "valid")],
                          ids=geometry_id)
 def test_depthwise_unit_logic_multipliers(geometry):
-    """Shift-and-add multipliers: bit-exact under stalls, as many stages as DSP ones, same throughput."""
+    """Shift-and-add multipliers: bit-exact under stalls, as many multiply stages as DSP ones
+    (the adder tree's first stage takes two levels, not one after a DSP), same throughput."""
     stage = depthwise_stage(*geometry, seed=21, multipliers="logic")
     rng = np.random.default_rng(221)
     unit, _, _ = run_unit(stage, bench.random_frames(rng, stage), source="random", sink="bursty", seed=5)
     dsp = DepthwiseUnit(depthwise_stage(*geometry, seed=21))
     Fragment.get(dsp, None)
-    assert unit.mac.stages == ("operands", "weights", "rows", "multiply", *dsp.mac.stages[4:])
-    assert unit.latency == dsp.latency
+    taps = stage.kernel ** 2 + 1
+    tree = [f"sum{k}" for k in range(adder_tree_stages(taps, first_levels=2))]
+    assert unit.mac.stages == ("operands", "weights", "rows", "multiply", *tree)
+    assert dsp.mac.stages[:4] == ("operands", "weights", "factors", "multiply")
+    assert unit.latency == dsp.latency - adder_tree_stages(taps, first_levels=1) + len(tree)
     unit, cycles, _ = run_unit(stage, bench.random_frames(rng, stage, 2))
     assert cycles == unit.window.schedule.frame_cycles(groups=stage.input.channels // stage.lanes,
                                                        latency=unit.latency, frames=2,

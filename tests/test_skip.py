@@ -108,7 +108,8 @@ def test_model_latencies_match_the_gateware():
 
 def test_fifo_depth_for_counts_the_output_register():
     # Entries written every cycle and read 5 cycles later: 5 in flight, of which the
-    # inner memory holds at most 4 when a write comes (the output register holds one).
+    # memory holds at most 3 when a write comes (the read port's register and the output
+    # register hold one each).
     write = np.arange(20)
     read = write + 5
     assert skip.fifo_depth_for(write, read) == 5 + 1
