@@ -101,11 +101,13 @@ class SkipFIFO(wiring.Component):
         issue = Signal()
         advance_out = ~self.o.valid | self.o.ready  # the output register takes the next entry
         advance_read = ~read_valid | advance_out    # the read port takes the next address
-        # i.ready is a register: the comparison is made on the next level (the same
-        # condition as `inner_level != inner_depth`, a cycle earlier).
+        # i.ready is a register, `inner_level != inner_depth` a cycle early: the memory
+        # cannot be full after a cycle that issues a read, else it is full after a write
+        # at depth - 1 or without one at depth (compares of the level register alone, so
+        # o.ready reaches this register through `issue` only).
         next_level = Signal.like(inner_level, name="next_level")
         ready = Signal(init=1, name="w_ready")
-        m.d.sync += ready.eq(next_level != inner_depth)
+        m.d.sync += ready.eq(issue | Mux(write, inner_level != inner_depth - 1, inner_level != inner_depth))
         m.d.comb += [
             self.i.ready.eq(ready),
             write.eq(self.i.valid & self.i.ready),

@@ -363,3 +363,86 @@ def test_width_converter_refusals():
         WidthConverter(bits=8, channels=12, lanes_in=0, lanes_out=3)
     with pytest.raises(ValueError, match="lanes_out must be a positive divisor"):
         WidthConverter(bits=8, channels=12, lanes_in=3, lanes_out=2.0)
+
+
+# -- SkipFIFO -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("source,sink", PAIRS)
+@pytest.mark.parametrize("depth", [3, 4, 40])
+def test_skip_fifo_random(source, sink, depth):
+    from convgen.hdl.engine import SkipFIFO
+    rng = np.random.default_rng([13, depth, bench.PATTERNS.index(source), bench.PATTERNS.index(sink)])
+    frames = random_frames(rng, (3, 5, 4), frames=3)
+    got, _ = run_frames(SkipFIFO(beat_layout(8, 2), depth), frames, 2, 2, source=source, sink=sink, seed=6)
+    for g, f in zip(got, frames):
+        np.testing.assert_array_equal(g, f)
+
+
+@pytest.mark.parametrize("depth", [3, 4, 9])
+def test_skip_fifo_capacity_latency_throughput(depth):
+    """Exactly ``depth`` beats go in while the output is held (``level`` counts them, and
+    ``i.ready`` is a register); a beat written into an empty FIFO is offered 3 cycles later
+    (``SkipFIFO.latency``); with both sides always ready one beat passes per cycle from
+    depth 4 (a memory of two entries); at depth 3 (one entry) every other cycle."""
+    from convgen.hdl.engine import SkipFIFO
+    dut = SkipFIFO(beat_layout(8, 1), depth)
+    seen = {}
+
+    async def bench_(ctx):
+        ctx.set(dut.o.ready, 0)
+        ctx.set(dut.i.valid, 1)
+        accepted = []
+        for k in range(3 * depth + 10):                  # the output held: fill
+            ctx.set(dut.i.payload, {"data": [k % 100], "first": 0, "last": 0})
+            ready = ctx.get(dut.i.ready)
+            ctx.set(dut.o.ready, 1)
+            assert ctx.get(dut.i.ready) == ready         # registered: the sink's ready does not reach it
+            ctx.set(dut.o.ready, 0)
+            if ready:
+                accepted.append(k % 100)
+            await ctx.tick()
+        seen["accepted"], seen["level"] = accepted, ctx.get(dut.level)
+        ctx.set(dut.i.valid, 0)
+        ctx.set(dut.o.ready, 1)
+        out = []
+        for _ in range(depth + 5):                       # drain in order
+            if ctx.get(dut.o.valid):
+                out.append(ctx.get(dut.o.payload.data[0]))
+            await ctx.tick()
+        seen["drained"] = out
+        # empty: one write, offered `latency` cycles later
+        ctx.set(dut.i.valid, 1)
+        ctx.set(dut.i.payload, {"data": [77], "first": 1, "last": 0})
+        await ctx.tick()
+        ctx.set(dut.i.valid, 0)
+        wait = 1
+        while not ctx.get(dut.o.valid):
+            await ctx.tick()
+            wait += 1
+        seen["latency"] = wait
+        await ctx.tick()
+        # both sides always ready: n beats in, n out, one per cycle after the latency
+        ctx.set(dut.i.valid, 1)
+        n, sent, got, cycles = 50, 0, 0, 0
+        while got < n and cycles < 4 * n:
+            ctx.set(dut.i.valid, sent < n)
+            sent += sent < n and ctx.get(dut.i.ready)
+            got += ctx.get(dut.o.valid)
+            await ctx.tick()
+            cycles += 1
+        seen["cycles"] = cycles
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench_)
+    sim.run()
+    assert len(seen["accepted"]) == depth and seen["level"] == depth
+    assert seen["drained"] == seen["accepted"]
+    assert seen["latency"] == SkipFIFO.latency == 3
+    assert seen["cycles"] == (50 if depth >= 4 else 2 * 50 - 1) + SkipFIFO.latency
+
+
+def test_skip_fifo_refusals():
+    from convgen.hdl.engine import SkipFIFO
+    with pytest.raises(ValueError, match="skip FIFO depth must be >= 3, not 2"):
+        SkipFIFO(beat_layout(8, 1), 2)
