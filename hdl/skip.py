@@ -243,16 +243,39 @@ def _fork_into_pointwise(stage: Pointwise, n: int, gather: int = 1):
     return fork, take
 
 
+class _SplitTiming:
+    """:class:`~convgen.hdl.width.Split`'s word by word: a word offered from cycle ``avail``
+    is taken when the spare register is empty (``i.ready``: the word before the previous
+    one has gone, or the previous one went straight to the word register); its first part
+    is offered once it is taken and the previous word's last part has gone."""
+
+    def __init__(self):
+        never = -(1 << 40)
+        self.prev_take, self.prev_last, self.prev2_last = never, never, never
+
+    def take(self, avail: int) -> tuple[int, int]:
+        """``(take, first part offered)`` of the next word."""
+        waiting = self.prev_take < self.prev2_last              # the previous word sits in the spare
+        take = max(avail, self.prev2_last + 1) if waiting else avail
+        self.prev_take = take
+        return take, max(take, self.prev_last) + 1
+
+    def sent(self, last: int):
+        """The cycle the word's last part was taken."""
+        self.prev2_last, self.prev_last = self.prev_last, last
+
+
 def _fork_into_split(factor: int, n: int):
     """Fork acceptance times and split output times, the split's parts sent one per cycle."""
     fork = np.empty(n, dtype=np.int64)
     parts = np.empty(n * factor, dtype=np.int64)
-    fork_next, last_sent = 0, -(1 << 40)
+    split = _SplitTiming()
+    fork_next = 0
     for w in range(n):
         fork[w] = fork_next
-        take = max(fork[w] + FORK_LATENCY, last_sent)          # i.ready = ~have | last part sent
-        parts[w * factor:(w + 1) * factor] = take + 1 + np.arange(factor)
-        last_sent = take + factor
+        take, first = split.take(fork[w] + FORK_LATENCY)
+        parts[w * factor:(w + 1) * factor] = first + np.arange(factor)
+        split.sent(first + factor - 1)
         fork_next = max(fork[w] + 1, take)
     # Split parts then continue exactly as a one-beat-per-cycle stream into the path.
     return fork, parts
@@ -375,14 +398,14 @@ def _skip_reads(write: np.ndarray, main: np.ndarray, lanes_skip: int, lanes_add:
         return read
     if lanes_skip % lanes_add == 0:                      # split: entry k gives parts k*f .. k*f+f-1
         f = lanes_skip // lanes_add
-        last_take = -(1 << 40)
+        split = _SplitTiming()
         for k in range(n):
-            avail = fifo.offered(write[k])
-            read[k] = fifo.read = max(avail, last_take)  # taken when the previous word's last part goes
-            t = read[k]
+            read[k], first = split.take(fifo.offered(write[k]))
+            fifo.read = read[k]
+            t = first - 1
             for c in range(f):
-                t = max(t + 1, main[k * f + c])          # part c is offered from read + 1 + c
-            last_take = t
+                t = max(t + 1, main[k * f + c])          # part c is offered from first + c
+            split.sent(t)
         return read
     if lanes_add % lanes_skip == 0:                      # gather: parts k*f .. feed add beat k
         f = lanes_add // lanes_skip
@@ -390,8 +413,8 @@ def _skip_reads(write: np.ndarray, main: np.ndarray, lanes_skip: int, lanes_add:
         for k in range(n):
             avail = fifo.offered(write[k])
             t = max(avail, fifo.read + 1)
-            if k % f == f - 1:                           # completing a word: the output must be free
-                t = max(t, word_taken)
+            if k % f == f - 1:                           # completing a word: the output must be empty
+                t = max(t, word_taken + 1)
                 read[k] = fifo.read = t
                 word_taken = max(t + 1, main[k // f])
             else:

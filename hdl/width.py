@@ -40,8 +40,9 @@ class Gather(wiring.Component):
         count = Signal(range(k))
         first = Signal()
         completes = count == k - 1
-        # Stall only when this beat would complete a word the output cannot take.
-        m.d.comb += self.i.ready.eq(~(completes & self.o.valid & ~self.o.ready))
+        # Stall only when this beat would complete a word while the output still holds one
+        # (registers only: o.ready does not reach i.ready).
+        m.d.comb += self.i.ready.eq(~(completes & self.o.valid))
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         with m.If(self.i.valid & self.i.ready):
@@ -67,7 +68,11 @@ class Gather(wiring.Component):
 
 
 class Split(wiring.Component):
-    """One input beat of ``factor * lanes`` -> ``factor`` output beats of ``lanes``. Latency 1."""
+    """One input beat of ``factor * lanes`` -> ``factor`` output beats of ``lanes``. Latency 1.
+
+    The word being sent, plus a spare word register: ``i.ready`` is "the spare is empty" (a
+    register, so o.ready does not reach i.ready), and the next word waits there while
+    the current one's parts go out, so the parts flow one per cycle across words."""
 
     latency = 1
 
@@ -80,17 +85,23 @@ class Split(wiring.Component):
         m = Module()
         k, L = self.factor, self.lanes
         word = Signal(beat_layout(self.bits, L * k), name="word")
-        have = Signal()
+        spare = Signal(beat_layout(self.bits, L * k), name="spare")
+        have, have_spare = Signal(), Signal()
         index = Signal(range(k))
         last_part = index == k - 1
         sent = self.o.valid & self.o.ready
-        m.d.comb += [self.o.valid.eq(have), self.i.ready.eq(~have | (sent & last_part))]
+        take = self.i.valid & self.i.ready
+        m.d.comb += [self.o.valid.eq(have), self.i.ready.eq(~have_spare)]
         with m.If(sent):
             m.d.sync += index.eq(Mux(last_part, 0, index + 1))
-            with m.If(last_part):
-                m.d.sync += have.eq(0)
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [word.eq(self.i.payload), have.eq(1), index.eq(0)]
+        with m.If(~have | sent & last_part):
+            # The word register is free (or frees now): the spare word first, else the input.
+            with m.If(have_spare):
+                m.d.sync += [word.eq(spare), have.eq(1), have_spare.eq(0)]
+            with m.Else():
+                m.d.sync += [word.eq(self.i.payload), have.eq(take)]
+        with m.Elif(take):
+            m.d.sync += [spare.eq(self.i.payload), have_spare.eq(1)]
         with m.Switch(index):
             for c in range(k):
                 with m.Case(c):
