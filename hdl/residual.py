@@ -34,7 +34,6 @@ from amaranth.lib.wiring import In, Out
 
 from ..sim import arith
 from .beats import beat_layout
-from .dsp import is_ecp5
 from .mac import signed_bits
 from .requant import QuantizedMultiply, clamp_biased, saturation_range
 
@@ -159,28 +158,17 @@ class ResidualAdd(wiring.Component):
             scaled = []
             for name, table, port in (("a", self._table_a, self.skip), ("b", self._table_b, self.i)):
                 shape = signed(signed_bits(int(table.min()), int(table.max())))
-                # Two stages either way (lookup, scaled). On ECP5 the table is in LUTs between
-                # the registered input and the registered value: in a DP16KD (no output
-                # register: 5.8 ns clock-to-output) the read alone nearly takes a cycle, and
-                # the skip FIFO's block RAM drives the address. Elsewhere: a block RAM read,
-                # then its data registered (no adder behind the RAM).
-                ecp5 = is_ecp5(platform)
-                memory = Memory(shape=shape, depth=len(table), init=[int(v) for v in table],
-                                attrs={"rom_style": "logic"} if ecp5 else None)
+                # Two stages (lookup, scaled): a block RAM read, then its data in a
+                # reset-less register with nothing between (on ECP5 the DP16KD's output
+                # register, see convgen.bram; a 256-entry table in LUTs is five levels deep).
+                memory = Memory(shape=shape, depth=len(table), init=[int(v) for v in table])
                 m.submodules[f"table_{name}"] = memory
                 lanes = []
                 for lane in range(L):
                     code = port.payload.data[lane].as_unsigned()
-                    if ecp5:
-                        registered = Signal(len(code), name=f"code_{name}{lane}")
-                        with m.If(en):
-                            m.d.sync += registered.eq(code)
-                        read = memory.read_port(domain="comb")
-                        m.d.comb += read.addr.eq(registered)
-                    else:
-                        read = memory.read_port()
-                        m.d.comb += [read.addr.eq(code), read.en.eq(en)]
-                    value = Signal(shape, name=f"scaled_{name}{lane}")
+                    read = memory.read_port()
+                    m.d.comb += [read.addr.eq(code), read.en.eq(en)]
+                    value = Signal(shape, name=f"scaled_{name}{lane}", reset_less=True)
                     with m.If(en):
                         m.d.sync += value.eq(read.data)
                     lanes.append(value)

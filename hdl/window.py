@@ -210,19 +210,24 @@ class WindowGenerator(wiring.Component):
         pre_virtual = (slot == real_beats - 1) if s.tail else Const(0)
         overlapping = Signal()   # this beat's tail overlaps (decided on its first virtual beat)
         m.d.comb += overlapping.eq(Mux(first_virtual, self.i.valid, overlap))
-        real_n, first_virtual_n, overlap_n, timeout_n = Signal(), Signal(), Signal(), Signal()
+        # Each decision's next value is computed for both cases from registers (and i.valid)
+        # alone, `fire` (which o.ready reaches) selecting between them last.
+        real_f, first_virtual_f, overlap_f, timeout_h = Signal(), Signal(), Signal(), Signal()
+        timeout_f = Const(self.tail_wait == 0)
         m.d.comb += [
-            real_n.eq(Mux(fire, last_slot | real & ~pre_virtual, real)),
-            first_virtual_n.eq(Mux(fire, ~last_slot & pre_virtual & int(s.overlaps), first_virtual)),
-            overlap_n.eq(Mux(fire, ~last_slot & overlapping, overlap)),
-            timeout_n.eq(Mux(fire, self.tail_wait == 0,
-                             Mux(en & first_virtual, waited == self.tail_wait - 1, timeout))),
+            real_f.eq(last_slot | real & ~pre_virtual),
+            first_virtual_f.eq(~last_slot & pre_virtual & int(s.overlaps)),
+            overlap_f.eq(~last_slot & overlapping),
+            timeout_h.eq(Mux(en & first_virtual, waited == self.tail_wait - 1, timeout)),
         ]
         m.d.sync += [
-            real.eq(real_n), first_virtual.eq(first_virtual_n), overlap.eq(overlap_n),
-            timeout.eq(timeout_n),
-            offers.eq(real_n | overlap_n | first_virtual_n),
-            alone.eq(Mux(first_virtual_n, timeout_n, ~real_n & ~overlap_n)),
+            real.eq(Mux(fire, real_f, real)),
+            first_virtual.eq(Mux(fire, first_virtual_f, first_virtual)),
+            overlap.eq(Mux(fire, overlap_f, overlap)),
+            timeout.eq(Mux(fire, timeout_f, timeout_h)),
+            offers.eq(Mux(fire, real_f | overlap_f | first_virtual_f, offers)),
+            alone.eq(Mux(fire, Mux(first_virtual_f, timeout_f, ~real_f & ~overlap_f),
+                         Mux(first_virtual, timeout_h, ~real & ~overlap))),
         ]
         with m.If(fire):
             m.d.sync += [waited.eq(0), last_slot.eq(Mux(last_slot, beats == 1, slot == beats - 2))]
