@@ -27,7 +27,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .beats import beat_layout
-from .mac import MULTIPLY_STAGES, MULTIPLY_STAGE_NAMES, TREE_FIRST_LEVELS, delayed, GroupCounter, adder_tree, adder_tree_stages, group_rom, product, signed_bits
+from .mac import MULTIPLY_STAGES, MULTIPLY_STAGE_NAMES, TREE_LEVELS, delayed, GroupCounter, adder_tree, adder_tree_stages, group_rom, product, signed_bits
 from .requant import Requantizer, acc_layout
 from .window import WindowGenerator, window_layout
 
@@ -116,7 +116,7 @@ class DepthwiseMAC(wiring.Component):
     def stages(self):
         """operands (taps + offset, weights read), weights (the ROM's output registered, so no
         block RAM drives a multiplier), multiply (two stages), the adder tree's stages."""
-        tree = adder_tree_stages(self.kernel ** 2 + 1, first_levels=TREE_FIRST_LEVELS[self.multiplier_kind])
+        tree = adder_tree_stages(self.kernel ** 2 + 1, levels_per_stage=TREE_LEVELS[self.multiplier_kind])
         multiply = MULTIPLY_STAGE_NAMES[self.multiplier_kind]     # logic: rows (or table reads), multiply
         return ("operands", "weights", *multiply, *(f"sum{k}" for k in range(tree)))
 
@@ -238,7 +238,7 @@ class DepthwiseMAC(wiring.Component):
         tree_stages = 0
         for l in range(L):
             total, tree_stages = adder_tree(m, en, products[l] + [bias[l]], width=self.tree_bits, name=f"lane{l}",
-                                            first_levels=TREE_FIRST_LEVELS[self.multiplier_kind])
+                                            levels_per_stage=TREE_LEVELS[self.multiplier_kind])
             sums.append(total)
         pipe = Signal.like(self.o.payload, name="pipe_out")
         for l in range(L):

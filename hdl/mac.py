@@ -8,17 +8,17 @@ from amaranth.lib.memory import Memory
 from .dsp import Multiply
 
 __all__ = ["signed_bits", "adder_tree", "GroupCounter", "group_rom", "MULTIPLY_STAGES", "MULTIPLY_STAGE_NAMES",
-           "TREE_FIRST_LEVELS", "product", "delayed"]
+           "TREE_LEVELS", "product", "delayed"]
 
 #: Register stages of one multiply: a DSP product registers its operands, then the product
 #: (:class:`~convgen.hdl.dsp.Multiply`: the DSP block's own registers on ECP5); a logic
 #: product registers the pairwise sums of its shifted rows, then their total.
 MULTIPLY_STAGE_NAMES = {"dsp": ("factors", "multiply"), "logic": ("rows", "multiply")}
 MULTIPLY_STAGES = {kind: len(names) for kind, names in MULTIPLY_STAGE_NAMES.items()}
-#: Adder levels in the first register stage of the tree over a multiplier's products: a
-#: DSP product comes out of the DSP block over long routing (about 1.9 ns on the ECP5),
-#: so the first level after it is registered alone; then two levels per stage.
-TREE_FIRST_LEVELS = {"dsp": 1, "logic": 2}
+#: Adder levels per register stage of the tree over a multiplier's products: one behind
+#: DSPs (their products come out over long routing, about 1.9 ns on the ECP5, and the
+#: designs that use them aim at the higher clocks), two behind logic multipliers.
+TREE_LEVELS = {"dsp": 1, "logic": 2}
 
 
 def signed_bits(lo: int, hi: int) -> int:
@@ -26,14 +26,9 @@ def signed_bits(lo: int, hi: int) -> int:
     return max((-lo - 1).bit_length(), hi.bit_length()) + 1
 
 
-def _registered_after(depth: int, first_levels: int, levels_per_stage: int) -> bool:
-    return depth == first_levels or (depth > first_levels and (depth - first_levels) % levels_per_stage == 0)
-
-
-def adder_tree(m: Module, en, values, *, width: int, levels_per_stage: int = 2, first_levels: int = 2,
-               name: str = "sum"):
-    """Sum ``values`` with a binary tree registered after its first ``first_levels`` levels,
-    then every ``levels_per_stage`` levels, and after the last.
+def adder_tree(m: Module, en, values, *, width: int, levels_per_stage: int = 2, name: str = "sum"):
+    """Sum ``values`` with a binary tree registered every ``levels_per_stage`` levels and
+    after the last.
 
     Every register advances on ``en``. Returns ``(total, stages)``: the sum as a
     ``signed(width)`` value and the number of register stages it went through
@@ -46,7 +41,7 @@ def adder_tree(m: Module, en, values, *, width: int, levels_per_stage: int = 2, 
         if len(level) % 2:
             nxt.append(level[-1])
         depth += 1
-        if _registered_after(depth, first_levels, levels_per_stage) or len(nxt) == 1:
+        if depth % levels_per_stage == 0 or len(nxt) == 1:
             regs = []
             for k, v in enumerate(nxt):
                 reg = Signal(signed(width), name=f"{name}_s{stages}_{k}")
@@ -116,13 +111,13 @@ def delayed(m: Module, en, values, stages: int, shape, name: str):
     return values
 
 
-def adder_tree_stages(count: int, levels_per_stage: int = 2, first_levels: int = 2) -> int:
+def adder_tree_stages(count: int, levels_per_stage: int = 2) -> int:
     """Register stages :func:`adder_tree` uses for ``count`` values."""
     stages, depth = 0, 0
     while count > 1:
         count = (count + 1) // 2
         depth += 1
-        if _registered_after(depth, first_levels, levels_per_stage) or count == 1:
+        if depth % levels_per_stage == 0 or count == 1:
             stages += 1
     return stages
 

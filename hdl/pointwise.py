@@ -22,7 +22,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .beats import SkidBuffer, beat_layout
-from .mac import (MULTIPLY_STAGE_NAMES, MULTIPLY_STAGES, TREE_FIRST_LEVELS, adder_tree, adder_tree_stages, delayed, group_rom, product,
+from .mac import (MULTIPLY_STAGE_NAMES, MULTIPLY_STAGES, TREE_LEVELS, adder_tree, adder_tree_stages, delayed, group_rom, product,
                   signed_bits)
 from .requant import Requantizer, acc_layout
 from .schedule import requant_share, shared_requant_delay
@@ -113,7 +113,7 @@ class PointwiseMAC(wiring.Component):
         """operands (chunk + weights read), weights (the ROM's output registered, so no block
         RAM drives a multiplier), multiply (two stages), the adder tree, accumulate."""
         multiply = MULTIPLY_STAGE_NAMES[self.multiplier_kind]
-        tree = adder_tree_stages(self.simd, first_levels=TREE_FIRST_LEVELS[self.multiplier_kind])
+        tree = adder_tree_stages(self.simd, levels_per_stage=TREE_LEVELS[self.multiplier_kind])
         return ("operands", "weights", *multiply, *(f"sum{k}" for k in range(tree)),
                 "accumulate")
 
@@ -264,7 +264,7 @@ class PointwiseMAC(wiring.Component):
         sums, tree_stages = [], 0
         for k in range(P):
             total, tree_stages = adder_tree(m, en, products[k], width=self.tree_bits, name=f"pe{k}",
-                                            first_levels=TREE_FIRST_LEVELS[self.multiplier_kind])
+                                            levels_per_stage=TREE_LEVELS[self.multiplier_kind])
             sums.append(total)
         bias = delayed(m, en, bias, tree_stages, signed(self.bias_bits), "bias{}_d")
 

@@ -13,6 +13,7 @@ go through :class:`~convgen.hdl.requant.QuantizedMultiply`. Stages (one enable;
   :class:`~convgen.hdl.requant.QuantizedMultiply` stage, registering the shifted operands
   as its factors, and its five other stages as ``in_*``): both scaled operands;
 * *sum*: their sum;
+* *bounds*: the sum compared with the saturation bounds;
 * *saturate*: the sum saturated to the range outside which the output clamps anyway
   (:func:`~convgen.hdl.requant.saturation_range`), so the output multiply is narrow:
   the output QuantizedMultiply's factors stage;
@@ -48,7 +49,7 @@ def residual_stages(lookup: bool) -> tuple:
     scaled by table (``lookup``, up to :data:`TABLE_BITS` bits) or by multiplies."""
     q = QuantizedMultiply.stages[1:]       # its first stage (factors) is shift / saturate
     scale = ("lookup", "scaled") if lookup else ("shift", *(f"in_{s}" for s in q))
-    return (*scale, "sum", "saturate", *(f"out_{s}" for s in q), "clamp")
+    return (*scale, "sum", "bounds", "saturate", *(f"out_{s}" for s in q), "clamp")
 
 
 class ResidualAdd(wiring.Component):
@@ -133,15 +134,17 @@ class ResidualAdd(wiring.Component):
         sum_bits = signed_bits(*self._sum_range)
         sat_lo, sat_hi = self.saturation
         for lane in range(L):
-            # sum (exact: the operands' ranges bound it within int32), compared with the
-            # saturation bounds in the same stage
+            # sum (exact: the operands' ranges bound it within int32)
             total = Signal(signed(sum_bits), name=f"sum{lane}")
-            above, below = Signal(name=f"above{lane}"), Signal(name=f"below{lane}")
-            value = scaled_a[lane] + scaled_b[lane]
             with m.If(en):
-                m.d.sync += [total.eq(value), above.eq(value > sat_hi), below.eq(value < sat_lo)]
+                m.d.sync += total.eq(scaled_a[lane] + scaled_b[lane])
+            # bounds: the sum compared with the saturation bounds (one carry chain per stage)
+            held = Signal(signed(sum_bits), name=f"held{lane}")
+            above, below = Signal(name=f"above{lane}"), Signal(name=f"below{lane}")
+            with m.If(en):
+                m.d.sync += [held.eq(total), above.eq(total > sat_hi), below.eq(total < sat_lo)]
             # saturate (a mux), into the output multiply's factor registers
-            m.d.comb += qo.x[lane].eq(Mux(above, sat_hi, Mux(below, sat_lo, total)))
+            m.d.comb += qo.x[lane].eq(Mux(above, sat_hi, Mux(below, sat_lo, held)))
             m.d.comb += [qo.m[lane].eq(p.out_multiplier), qo.shift[lane].eq(p.out_shift)]
             # clamp
             with m.If(en):

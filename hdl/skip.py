@@ -74,8 +74,8 @@ def _pipeline(times, latency):
 
 
 def _adder_stages(count, multipliers):
-    from .mac import TREE_FIRST_LEVELS, adder_tree_stages
-    return adder_tree_stages(count, first_levels=TREE_FIRST_LEVELS[multipliers])
+    from .mac import TREE_LEVELS, adder_tree_stages
+    return adder_tree_stages(count, levels_per_stage=TREE_LEVELS[multipliers])
 
 
 def _add_latency(stage: Add) -> int:

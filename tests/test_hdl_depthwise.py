@@ -179,7 +179,7 @@ def test_depthwise_mac_properties(kernel, lanes):
     Fragment.get(mac, None)
     assert mac.multipliers == kernel * kernel * lanes
     assert mac.stages[:4] == ("operands", "weights", "factors", "multiply")
-    assert mac.latency == len(mac.stages) == 4 + adder_tree_stages(kernel * kernel + 1, first_levels=1)
+    assert mac.latency == len(mac.stages) == 4 + adder_tree_stages(kernel * kernel + 1, levels_per_stage=1)
     assert mac.acc_bits == stage.accumulator_bits
     unit = DepthwiseUnit(stage)
     Fragment.get(unit, None)
@@ -249,17 +249,17 @@ def test_depthwise_unit_fuzz_many(geometry):
                          ids=geometry_id)
 def test_depthwise_unit_logic_multipliers(geometry):
     """Shift-and-add multipliers: bit-exact under stalls, as many multiply stages as DSP ones
-    (the adder tree's first stage takes two levels, not one after a DSP), same throughput."""
+    (the adder tree registers every two levels, not every level as after DSPs), same throughput."""
     stage = depthwise_stage(*geometry, seed=21, multipliers="logic")
     rng = np.random.default_rng(221)
     unit, _, _ = run_unit(stage, bench.random_frames(rng, stage), source="random", sink="bursty", seed=5)
     dsp = DepthwiseUnit(depthwise_stage(*geometry, seed=21))
     Fragment.get(dsp, None)
     taps = stage.kernel ** 2 + 1
-    tree = [f"sum{k}" for k in range(adder_tree_stages(taps, first_levels=2))]
+    tree = [f"sum{k}" for k in range(adder_tree_stages(taps, levels_per_stage=2))]
     assert unit.mac.stages == ("operands", "weights", "rows", "multiply", *tree)
     assert dsp.mac.stages[:4] == ("operands", "weights", "factors", "multiply")
-    assert unit.latency == dsp.latency - adder_tree_stages(taps, first_levels=1) + len(tree)
+    assert unit.latency == dsp.latency - adder_tree_stages(taps, levels_per_stage=1) + len(tree)
     unit, cycles, _ = run_unit(stage, bench.random_frames(rng, stage, 2))
     assert cycles == unit.window.schedule.frame_cycles(groups=stage.input.channels // stage.lanes,
                                                        latency=unit.latency, frames=2,

@@ -184,7 +184,7 @@ def test_pointwise_mac_properties(geometry):
     Fragment.get(mac, None)
     assert mac.multipliers == pe * simd
     assert mac.stages[:4] == ("operands", "weights", "factors", "multiply")
-    assert mac.latency == len(mac.stages) == 5 + adder_tree_stages(simd, first_levels=1)   # DSP products
+    assert mac.latency == len(mac.stages) == 5 + adder_tree_stages(simd, levels_per_stage=1)   # DSP products
     assert mac.operations == (c_out // pe) * (c_in // groups // simd)
     assert mac.cycles_per_pixel == pointwise_cycles_per_pixel(c_in, c_out, groups, pe, simd)
     # Whenever pe divides C_out / groups (or spans whole groups), the array never idles:
@@ -278,7 +278,7 @@ def test_pointwise_unit_fuzz_many(geometry):
 @pytest.mark.parametrize("geometry", [(8, 8, 2, 2, 2), (8, 6, 1, 3, 4), (6, 4, 2, 2, 3)], ids=geometry_id)
 def test_pointwise_unit_logic_multipliers(geometry):
     """Shift-and-add multipliers: bit-exact under stalls, as many multiply stages as DSP ones
-    (the adder tree's first stage takes two levels, not one after a DSP), same throughput."""
+    (the adder tree registers every two levels, not every level as after DSPs), same throughput."""
     c_in, c_out, groups, pe, simd = geometry
     stage = pointwise_stage(2, 3, *geometry, seed=23, multipliers="logic")
     rng = np.random.default_rng(323)
@@ -286,10 +286,10 @@ def test_pointwise_unit_logic_multipliers(geometry):
     unit, cycles, _ = run_unit(stage, bench.random_frames(rng, stage, 1))
     dsp = PointwiseUnit(pointwise_stage(2, 3, *geometry, seed=23))
     Fragment.get(dsp, None)
-    tree = [f"sum{k}" for k in range(adder_tree_stages(simd, first_levels=2))]
+    tree = [f"sum{k}" for k in range(adder_tree_stages(simd, levels_per_stage=2))]
     assert unit.mac.stages == ("operands", "weights", "rows", "multiply", *tree, "accumulate")
     assert dsp.mac.stages[:4] == ("operands", "weights", "factors", "multiply")
-    assert unit.latency == dsp.latency - adder_tree_stages(simd, first_levels=1) + len(tree)
+    assert unit.latency == dsp.latency - adder_tree_stages(simd, levels_per_stage=1) + len(tree)
     assert cycles == pointwise_frame_cycles(6, c_in, c_out, groups, pe, simd, unit.latency)
 
 
