@@ -303,10 +303,25 @@ class WindowGenerator(wiring.Component):
         # range (an out-of-range Array index is undefined: X in a 4-state simulator).
         col_table += [(False, 0, 0)] * ((1 << len(x)) - len(col_table))
         row_table += [(False, 0)] * ((1 << len(row)) - len(row_table))
-        col_emit = Array(Const(e) for e, _, _ in col_table)[x]
+        # The column's table entry is a register that follows `x` (updated with it, from
+        # the entry of the next column, looked up from `x` itself), so no table lookup on
+        # the slot counter sits in front of the emission decision.
         carry_shape = range(max(c for _, c, _ in col_table) + 1)
-        col_carry = Array(Const(c, carry_shape) for _, c, _ in col_table)[x]
-        col_mask = Array(Const(mk, K) for _, _, mk in col_table)[x]
+        col_layout = data.StructLayout({"emit": 1, "carry": carry_shape, "mask": K})
+
+        def col_entry(column):
+            emit, carry, mask = col_table[column]
+            return {"emit": int(emit), "carry": carry, "mask": mask}
+
+        col = Signal(col_layout, init=col_entry(0), name="column_entry")
+        next_entry = Array(col_layout.const(col_entry((v + 1) % W)) for v in range(1 << len(x)))[x]
+        with m.If(fire):
+            with m.If(last_slot):
+                m.d.sync += col.eq(Mux(overlapping, col_layout.const(col_entry(start_x)).as_value(),
+                                       col_layout.const(col_entry(0)).as_value()))
+            with m.Elif(g == G - 1):
+                m.d.sync += col.eq(next_entry)
+        col_emit, col_carry, col_mask = col.emit, col.carry, col.mask
         m.d.comb += row.eq(Mux(y >= col_carry, y - col_carry, 0))
         row_emit = Array(Const(e) for e, _ in row_table)[row]
         row_mask = Array(Const(mk, K) for _, mk in row_table)[row]
@@ -314,17 +329,18 @@ class WindowGenerator(wiring.Component):
         # Stage 1: register the column and the slot's decisions.
         col_reg = Signal.like(column, name="column_reg")
         emit1, cmask1, rmask1 = Signal(), Signal(K), Signal(K)
-        first1, last1, fire1 = Signal(), Signal(), Signal()
-        out_index = Signal(range(s.out_height * s.out_width * G + 1))
+        fire1 = Signal()
         emitting = Signal()
         m.d.comb += emitting.eq(col_emit & row_emit & (y >= col_carry))
         with m.If(en):
             m.d.sync += [col_reg.eq(column), emit1.eq(fire & emitting), cmask1.eq(col_mask),
-                         rmask1.eq(row_mask), fire1.eq(fire),
-                         first1.eq(out_index == 0),
-                         last1.eq(out_index == s.out_height * s.out_width * G - 1)]
-        with m.If(fire & emitting):
-            m.d.sync += out_index.eq(Mux(out_index == s.out_height * s.out_width * G - 1, 0, out_index + 1))
+                         rmask1.eq(row_mask), fire1.eq(fire)]
+        # The output beat's index in the frame counts the beats that left stage 1 (counted
+        # there, not at the slot, so the emission decision drives only one register).
+        out_index = Signal(range(s.out_height * s.out_width * G + 1))
+        last_index = s.out_height * s.out_width * G - 1
+        with m.If(en & emit1):
+            m.d.sync += out_index.eq(Mux(out_index == last_index, 0, out_index + 1))
 
         # Stage 2: the K window columns from the delay lines, padding masked, registered.
         width = len(col_reg.as_value())
@@ -335,8 +351,8 @@ class WindowGenerator(wiring.Component):
             columns.append(delay.o)
         # columns[0] is the newest (window column K-1); columns[j] is window column K-1-j.
         with m.If(en):
-            m.d.sync += [self.o.valid.eq(emit1), self.o.payload.first.eq(first1),
-                         self.o.payload.last.eq(last1)]
+            m.d.sync += [self.o.valid.eq(emit1), self.o.payload.first.eq(out_index == 0),
+                         self.o.payload.last.eq(out_index == last_index)]
             for kx in range(K):
                 col_value = data.ArrayLayout(data.ArrayLayout(element, L), K)(columns[K - 1 - kx])
                 for ky in range(K):
