@@ -129,8 +129,10 @@ class DepthwiseMAC(wiring.Component):
         return self.kernel ** 2 * self.lanes
 
     def _table_products(self, m, en, x, group):
-        """Products ``w[t, c] * x[t][l]`` from the tables, registered twice (the table read,
-        then the digits' sum); ``x`` and ``group`` are the registered taps and their group."""
+        """Products ``w[t, c] * x[t][l]`` from the tables, registered three times (the table
+        read, its data in a reset-less register with nothing between, so on ECP5 the
+        DP16KD's output register, then the digits' sum); ``x`` and ``group`` are the
+        registered taps and their group."""
         K2, L = self.kernel ** 2, self.lanes
         w = self._weights.reshape(K2, -1)
         G, digits = self.channels // L, table_digits(self.bits)
@@ -145,7 +147,10 @@ class DepthwiseMAC(wiring.Component):
                     init = [int(w[t, g * L + l]) * v for g in range(G) for v in values]
                     shape = signed(signed_bits(min(init), max(init)))
                     data_out = group_rom(m, f"table{t}_{l}_{d}", shape, init, Cat(x[t][l][lo:lo + width], group), en)
-                    terms.append((data_out, lo))
+                    held = Signal(shape, name=f"table{t}_{l}_{d}_data", reset_less=True)
+                    with m.If(en):
+                        m.d.sync += held.eq(data_out)
+                    terms.append((held, lo))
                     lo += width
                 out = Signal(signed(self.bits + self.weight_bits), name=f"p{t}_{l}")
                 total = terms[0][0]

@@ -12,8 +12,9 @@ __all__ = ["signed_bits", "adder_tree", "GroupCounter", "group_rom", "MULTIPLY_S
 
 #: Register stages of one multiply: a DSP product registers its operands, then the product
 #: (:class:`~convgen.hdl.dsp.Multiply`: the DSP block's own registers on ECP5); a logic
-#: product registers the pairwise sums of its shifted rows, then their total.
-MULTIPLY_STAGE_NAMES = {"dsp": ("factors", "multiply"), "logic": ("rows", "multiply")}
+#: product registers the pairwise sums of its shifted rows, then one level of their sums,
+#: then their total (product tables: the table read, its data, the digits' sum).
+MULTIPLY_STAGE_NAMES = {"dsp": ("factors", "multiply"), "logic": ("rows", "partial", "multiply")}
 MULTIPLY_STAGES = {kind: len(names) for kind, names in MULTIPLY_STAGE_NAMES.items()}
 #: Adder levels per register stage of the tree over a multiplier's products: one behind
 #: DSPs (their products come out over long routing, about 1.9 ns on the ECP5, and the
@@ -59,7 +60,8 @@ def product(m: Module, en, a, w, *, kind: str, name: str):
     ``"dsp"``: a :class:`~convgen.hdl.dsp.Multiply` submodule (operands registered, then
     the product: one MULT18X18D with its own registers when elaborated for ECP5). ``"logic"``: shift-and-add of
     the rows ``a * w[k] * 2^k`` (the top row subtracted: two's complement), added in pairs,
-    registered, then summed and registered; no ``*``, so no DSP. Returns the product as a
+    registered, the pairs added in pairs and registered, then summed and registered; no
+    ``*``, so no DSP. Returns the product as a
     ``signed(len(a) + len(w))`` signal.
     """
     width = len(a) + len(w)
@@ -85,16 +87,25 @@ def product(m: Module, en, a, w, *, kind: str, name: str):
         with m.If(en):
             m.d.sync += pair.eq(value)
         pairs.append((pair, 2 * i))
-    # total: the pairs at their weights, added as a balanced tree
-    while len(pairs) > 1:
+    # total: the pairs at their weights, added as a balanced tree; its first level registered
+    def merge(terms):
         merged = []
-        for j in range(0, len(pairs) - 1, 2):
-            (x, wx), (y, wy) = pairs[j], pairs[j + 1]
+        for j in range(0, len(terms) - 1, 2):
+            (x, wx), (y, wy) = terms[j], terms[j + 1]
             merged.append((x + (y << (wy - wx)), wx))
-        if len(pairs) % 2:
-            merged.append(pairs[-1])
-        pairs = merged
-    total = pairs[0][0] << pairs[0][1]
+        if len(terms) % 2:
+            merged.append(terms[-1])
+        return merged
+
+    partial = []
+    for i, (value, weight) in enumerate(merge(pairs) if len(pairs) > 1 else pairs):
+        reg = Signal(value.shape(), name=f"{name}_partial{i}")
+        with m.If(en):
+            m.d.sync += reg.eq(value)
+        partial.append((reg, weight))
+    while len(partial) > 1:
+        partial = merge(partial)
+    total = partial[0][0] << partial[0][1]
     with m.If(en):
         m.d.sync += out.eq(total)
     return out

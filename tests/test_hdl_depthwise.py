@@ -248,8 +248,9 @@ def test_depthwise_unit_fuzz_many(geometry):
 @pytest.mark.parametrize("geometry", [(5, 6, 4, 2, 3, 1, 1, "same"), (10, 9, 3, 1, 5, 2, 2, "valid")],
                          ids=geometry_id)
 def test_depthwise_unit_logic_multipliers(geometry):
-    """Shift-and-add multipliers: bit-exact under stalls, as many multiply stages as DSP ones
-    (the adder tree registers every two levels, not every level as after DSPs), same throughput."""
+    """Shift-and-add multipliers: bit-exact under stalls, one multiply stage more than DSP ones
+    (rows, partial, multiply), the adder tree registered every two levels (not every level
+    as after DSPs), same throughput."""
     stage = depthwise_stage(*geometry, seed=21, multipliers="logic")
     rng = np.random.default_rng(221)
     unit, _, _ = run_unit(stage, bench.random_frames(rng, stage), source="random", sink="bursty", seed=5)
@@ -257,9 +258,9 @@ def test_depthwise_unit_logic_multipliers(geometry):
     Fragment.get(dsp, None)
     taps = stage.kernel ** 2 + 1
     tree = [f"sum{k}" for k in range(adder_tree_stages(taps, levels_per_stage=2))]
-    assert unit.mac.stages == ("operands", "weights", "rows", "multiply", *tree)
+    assert unit.mac.stages == ("operands", "weights", "rows", "partial", "multiply", *tree)
     assert dsp.mac.stages[:4] == ("operands", "weights", "factors", "multiply")
-    assert unit.latency == dsp.latency - adder_tree_stages(taps, levels_per_stage=1) + len(tree)
+    assert unit.latency == dsp.latency + 1 - adder_tree_stages(taps, levels_per_stage=1) + len(tree)
     unit, cycles, _ = run_unit(stage, bench.random_frames(rng, stage, 2))
     assert cycles == unit.window.schedule.frame_cycles(groups=stage.input.channels // stage.lanes,
                                                        latency=unit.latency, frames=2,

@@ -277,8 +277,9 @@ def test_pointwise_unit_fuzz_many(geometry):
 
 @pytest.mark.parametrize("geometry", [(8, 8, 2, 2, 2), (8, 6, 1, 3, 4), (6, 4, 2, 2, 3)], ids=geometry_id)
 def test_pointwise_unit_logic_multipliers(geometry):
-    """Shift-and-add multipliers: bit-exact under stalls, as many multiply stages as DSP ones
-    (the adder tree registers every two levels, not every level as after DSPs), same throughput."""
+    """Shift-and-add multipliers: bit-exact under stalls, one multiply stage more than DSP ones
+    (rows, partial, multiply), the adder tree registered every two levels (not every level
+    as after DSPs), same throughput."""
     c_in, c_out, groups, pe, simd = geometry
     stage = pointwise_stage(2, 3, *geometry, seed=23, multipliers="logic")
     rng = np.random.default_rng(323)
@@ -287,9 +288,9 @@ def test_pointwise_unit_logic_multipliers(geometry):
     dsp = PointwiseUnit(pointwise_stage(2, 3, *geometry, seed=23))
     Fragment.get(dsp, None)
     tree = [f"sum{k}" for k in range(adder_tree_stages(simd, levels_per_stage=2))]
-    assert unit.mac.stages == ("operands", "weights", "rows", "multiply", *tree, "accumulate")
+    assert unit.mac.stages == ("operands", "weights", "rows", "partial", "multiply", *tree, "accumulate")
     assert dsp.mac.stages[:4] == ("operands", "weights", "factors", "multiply")
-    assert unit.latency == dsp.latency - adder_tree_stages(simd, levels_per_stage=1) + len(tree)
+    assert unit.latency == dsp.latency + 1 - adder_tree_stages(simd, levels_per_stage=1) + len(tree)
     assert cycles == pointwise_frame_cycles(6, c_in, c_out, groups, pe, simd, unit.latency)
 
 
