@@ -234,15 +234,26 @@ class PointwiseMAC(wiring.Component):
         table = self._chunk_table()
         operands = [Signal(chunk_layout, name=f"operand{k}") for k in range(P)]
         chunks = Array(current[c] for c in range(n_chunks))
+        # Each PE's chunk index is a register that follows `op` (updated with it from the
+        # next operation's entry, looked up from `op` itself), so no table lookup on the
+        # operation counter sits in front of the chunk multiplexer.
+        indices = []
+        for k in range(P):
+            if T == 1:
+                indices.append(Const(table[0][k], range(n_chunks)))
+                continue
+            index = Signal(range(n_chunks), init=table[0][k], name=f"chunk_index{k}")
+            following = Array(Const(table[(o + 1) % T][k], range(n_chunks)) for o in range(T))[op]
+            with m.If(issue):
+                m.d.sync += index.eq(Mux(last_op, table[0][k], following))
+            indices.append(index)
         with m.If(en):
             m.d.sync += [ctl[0].valid.eq(issue), ctl[0].first_chunk.eq(j == 0),
                          ctl[0].last_chunk.eq(j == self.chunks - 1),
                          ctl[0].first.eq(cur_first & (b == 0)),
                          ctl[0].last.eq(cur_last & (b == self.batches - 1))]
             for k in range(P):
-                index = Array(Const(row[k], range(n_chunks)) for row in table)[op] if T > 1 \
-                    else Const(table[0][k], range(n_chunks))
-                m.d.sync += operands[k].eq(chunks[index])
+                m.d.sync += operands[k].eq(chunks[indices[k]])
             for s in range(1, len(stages)):
                 m.d.sync += ctl[s].eq(ctl[s - 1])
 
