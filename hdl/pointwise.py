@@ -192,6 +192,7 @@ class PointwiseMAC(wiring.Component):
         cur_first, cur_last = Signal(), Signal()
         busy = Signal()
         last_op = Signal(init=T == 1, name="last_op")     # op == T - 1, registered
+        before_last = Signal(init=T == 2, name="before_last_op")   # op == T - 2, registered
         op = Signal(range(T), name="op")
         j = Signal(range(self.chunks), name="chunk_j")
         b = Signal(range(self.batches), name="batch_b")
@@ -202,8 +203,9 @@ class PointwiseMAC(wiring.Component):
         fill_next, busy_next, last_next = Signal.like(fill), Signal(), Signal()
         m.d.comb += [fill_next.eq(fill), busy_next.eq(busy), last_next.eq(last_op)]
         with m.If(issue):
-            m.d.sync += [op.eq(Mux(last_op, 0, op + 1)), j.eq(Mux(j == self.chunks - 1, 0, j + 1))]
-            m.d.comb += last_next.eq(Mux(last_op, T == 1, op == T - 2))
+            m.d.sync += [op.eq(Mux(last_op, 0, op + 1)), j.eq(Mux(j == self.chunks - 1, 0, j + 1)),
+                         before_last.eq(Mux(last_op, T == 2, op == T - 3))]
+            m.d.comb += last_next.eq(Mux(last_op, T == 1, before_last))
             with m.If(j == self.chunks - 1):
                 m.d.sync += b.eq(Mux(b == self.batches - 1, 0, b + 1))
             with m.If(last_op):
