@@ -94,19 +94,22 @@ class Split(wiring.Component):
         m.d.comb += [self.o.valid.eq(have), self.i.ready.eq(~have_spare)]
         with m.If(sent):
             m.d.sync += index.eq(Mux(last_part, 0, index + 1))
-        with m.If(~have | sent & last_part):
+        frees = ~have | sent & last_part
+        with m.If(frees):
             # The word register is free (or frees now): the spare word first, else the input.
             with m.If(have_spare):
                 m.d.sync += [word.eq(spare), have.eq(1), have_spare.eq(0)]
             with m.Else():
                 m.d.sync += [word.eq(self.i.payload), have.eq(take)]
-        with m.Elif(take):
+        with m.Elif(sent):
+            # The next part moves into the word's first lanes: the output is a fixed slice
+            # of a register, no multiplexer behind it.
+            for e in range(L * (k - 1)):
+                m.d.sync += word.data[e].eq(word.data[e + L])
+        with m.If(take & ~frees):
             m.d.sync += [spare.eq(self.i.payload), have_spare.eq(1)]
-        with m.Switch(index):
-            for c in range(k):
-                with m.Case(c):
-                    for l in range(L):
-                        m.d.comb += self.o.payload.data[l].eq(word.data[c * L + l])
+        for l in range(L):
+            m.d.comb += self.o.payload.data[l].eq(word.data[l])
         m.d.comb += [self.o.payload.first.eq(word.first & (index == 0)),
                      self.o.payload.last.eq(word.last & last_part)]
         return m
