@@ -26,7 +26,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .beats import beat_layout
+from .beats import SkidBuffer, beat_layout
 from .mac import MULTIPLY_STAGES, MULTIPLY_STAGE_NAMES, TREE_LEVELS, delayed, GroupCounter, adder_tree, adder_tree_stages, group_rom, product, signed_bits
 from .requant import Requantizer, acc_layout
 from .window import WindowGenerator, window_layout
@@ -276,11 +276,14 @@ class DepthwiseUnit(wiring.Component):
 
     Ports: ``i`` — input beats (``lanes`` x input bits); ``o`` — output beats
     (``lanes`` x output bits), one per output pixel and channel group, raster order.
-    ``tail_wait``: see :class:`~convgen.hdl.window.WindowGenerator`.
+    ``tail_wait``: see :class:`~convgen.hdl.window.WindowGenerator`. A skid buffer in front
+    of the window makes ``i.ready`` a register (the window's own ready depends on its
+    output's).
     """
 
     def __init__(self, stage, tail_wait=None, *, tables=None):
         self.stage = stage
+        self.skid = SkidBuffer(beat_layout(stage.input.bits, stage.lanes))
         self.window = WindowGenerator.for_stage(stage, tail_wait)
         self.mac = DepthwiseMAC.for_stage(stage, tables=tables)
         self.requant = Requantizer.for_stage(stage, stage.lanes)
@@ -291,15 +294,17 @@ class DepthwiseUnit(wiring.Component):
 
     @property
     def latency(self) -> int:
-        """Cycles from the slot that completes a window to its output beat."""
-        return self.window.latency + self.mac.latency + self.requant.latency
+        """Cycles from the input beat that completes a window to its output beat."""
+        return self.skid.latency + self.window.latency + self.mac.latency + self.requant.latency
 
     def elaborate(self, platform):
         m = Module()
+        m.submodules.skid = self.skid
         m.submodules.window = self.window
         m.submodules.mac = self.mac
         m.submodules.requant = self.requant
-        wiring.connect(m, wiring.flipped(self.i), self.window.i)
+        wiring.connect(m, wiring.flipped(self.i), self.skid.i)
+        wiring.connect(m, self.skid.o, self.window.i)
         wiring.connect(m, self.window.o, self.mac.i)
         wiring.connect(m, self.mac.o, self.requant.i)
         wiring.connect(m, self.requant.o, wiring.flipped(self.o))

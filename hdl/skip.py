@@ -103,6 +103,7 @@ def _depthwise_times(stage: Depthwise, t_in: np.ndarray, tail_wait: int) -> np.n
     s = window_schedule(stage)
     groups = stage.input.channels // stage.lanes
     per_frame = s.height * s.width * groups
+    t_in = t_in + SKID_LATENCY                        # the unit's input skid buffer
     frames = t_in.size // per_frame
     emission = s.frame_emission_slots(frames)                          # (frames, outputs)
     beats = (emission[:, :, None] * groups + np.arange(groups)).reshape(-1)

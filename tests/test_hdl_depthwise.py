@@ -183,7 +183,7 @@ def test_depthwise_mac_properties(kernel, lanes):
     assert mac.acc_bits == stage.accumulator_bits
     unit = DepthwiseUnit(stage)
     Fragment.get(unit, None)
-    assert unit.latency == unit.window.latency + unit.mac.latency + unit.requant.latency
+    assert unit.latency == 1 + unit.window.latency + unit.mac.latency + unit.requant.latency   # input skid
 
 
 def test_depthwise_mac_refusals():
