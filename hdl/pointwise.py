@@ -17,7 +17,7 @@ exactly ``MACs per pixel / (pe * simd)`` whenever ``pe`` divides ``C_out / group
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -215,13 +215,33 @@ class PointwiseMAC(wiring.Component):
             m.d.comb += [busy_next.eq(1), fill_next.eq(Mux(accepted, 0b10, 0b01))]
         with m.Elif(accepted):
             m.d.comb += fill_next.eq(fill << 1)
-        full_next = fill_next[n_chunks]
-        ending = full_next & busy_next & last_next         # full, the last operation pending
-        m.d.sync += [fill.eq(fill_next), busy.eq(busy_next), last_op.eq(last_next),
-                     swap_any.eq(full_next & ~busy_next | ending & ~out_valid_next),
-                     swap_last.eq(ending),
-                     ready_any.eq(~full_next | ~busy_next | ending & ~out_valid_next),
-                     ready_last.eq(ending & out_valid_next)]
+        m.d.sync += [fill.eq(fill_next), busy.eq(busy_next), last_op.eq(last_next)]
+        # swap_* / ready_* for the next cycle. The same next-state logic, written once per
+        # value of the two inputs that arrive late (o.ready from the sink, i.valid from the
+        # source), each case a function of registers only; the inputs select at the end.
+        emitting = Signal()                                 # the output register takes a result if enabled
+        cases = {}
+        for o_ready in (0, 1):
+            for i_valid in (0, 1):
+                en_c = Const(1) if o_ready else ~out_valid
+                swap_c = swap_any | swap_last if o_ready else swap_any
+                accepted_c = (ready_any | ready_last if o_ready else ready_any) if i_valid else Const(0)
+                issue_c = en_c & busy
+                last_c = Mux(issue_c, Mux(last_op, T == 1, before_last), last_op)
+                busy_c = Mux(swap_c, 1, Mux(issue_c & last_op, 0, busy))
+                full_c = Mux(swap_c, Mux(accepted_c, n_chunks == 1, 0),
+                             Mux(accepted_c, fill[n_chunks - 1], fill[n_chunks]))
+                out_c = Mux(en_c, emitting, out_valid)
+                ending_c = full_c & busy_c & last_c         # full, the last operation pending
+                flags = Signal(4, name=f"flags_r{o_ready}v{i_valid}")
+                m.d.comb += flags.eq(Cat(full_c & ~busy_c | ending_c & ~out_c, ending_c,
+                                         ~full_c | ~busy_c | ending_c & ~out_c, ending_c & out_c))
+                cases[o_ready, i_valid] = flags
+        chosen = Signal(4, name="flags_next")
+        m.d.comb += chosen.eq(Mux(self.o.ready, Mux(self.i.valid, cases[1, 1], cases[1, 0]),
+                                  Mux(self.i.valid, cases[0, 1], cases[0, 0])))
+        m.d.sync += [swap_any.eq(chosen[0]), swap_last.eq(chosen[1]), ready_any.eq(chosen[2]),
+                     ready_last.eq(chosen[3])]
 
         # -- operands: each PE's chunk (selected now, before a swap), this operation's weights --
         ctl_layout = data.StructLayout({"valid": 1, "first_chunk": 1, "last_chunk": 1,
@@ -287,7 +307,8 @@ class PointwiseMAC(wiring.Component):
         with m.If(en & c.valid):
             for k in range(P):
                 m.d.sync += acc[k].eq(Mux(c.first_chunk, bias[k], acc[k]) + sums[k])
-        m.d.comb += out_valid_next.eq(Mux(en, c.valid & c.last_chunk, out_valid))
+        m.d.comb += [emitting.eq(c.valid & c.last_chunk),
+                     out_valid_next.eq(Mux(en, emitting, out_valid))]
         m.d.sync += out_valid.eq(out_valid_next)
         for k in range(P):
             m.d.comb += self.o.payload.data[k].eq(acc[k])
