@@ -299,7 +299,7 @@ class DepthwiseUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.skid = self.skid
+        m.submodules.input_skid = self.skid    # not "skid": the buffer has a signal of that name
         m.submodules.window = self.window
         m.submodules.mac = self.mac
         m.submodules.requant = self.requant
