@@ -105,7 +105,6 @@ class SkipFIFO(wiring.Component):
         # cannot be full after a cycle that issues a read, else it is full after a write
         # at depth - 1 or without one at depth (compares of the level register alone, so
         # o.ready reaches this register through `issue` only).
-        next_level = Signal.like(inner_level, name="next_level")
         ready = Signal(init=1, name="w_ready")
         m.d.sync += ready.eq(issue | Mux(write, inner_level != inner_depth - 1, inner_level != inner_depth))
         m.d.comb += [
@@ -121,12 +120,10 @@ class SkipFIFO(wiring.Component):
             m.d.sync += produce.eq(Mux(produce == inner_depth - 1, 0, produce + 1))
         with m.If(issue):
             m.d.sync += consume.eq(Mux(consume == inner_depth - 1, 0, consume + 1))
-        m.d.comb += next_level.eq(inner_level)
         with m.If(write & ~issue):
-            m.d.comb += next_level.eq(inner_level + 1)
+            m.d.sync += inner_level.eq(inner_level + 1)
         with m.Elif(issue & ~write):
-            m.d.comb += next_level.eq(inner_level - 1)
-        m.d.sync += inner_level.eq(next_level)
+            m.d.sync += inner_level.eq(inner_level - 1)
         with m.If(advance_read):
             m.d.sync += read_valid.eq(inner_level != 0)
         with m.If(advance_out):

@@ -130,7 +130,7 @@ class ResidualAdd(wiring.Component):
                 m.d.sync += flags[k].eq(flags[k - 1])
 
         # lookup (or shift + multiply): the two scaled operands
-        scaled_a, scaled_b = self._scaled_operands(m, en, platform)
+        scaled_a, scaled_b = self._scaled_operands(m, en)
         sum_bits = signed_bits(*self._sum_range)
         sat_lo, sat_hi = self.saturation
         for lane in range(L):
@@ -154,7 +154,7 @@ class ResidualAdd(wiring.Component):
                      self.o.payload.last.eq(flags[-1][1])]
         return m
 
-    def _scaled_operands(self, m, en, platform):
+    def _scaled_operands(self, m, en):
         """Per lane, the two scaled operands (valid in the stage before *sum*)."""
         p, L = self.params, self.lanes
         if self.lookup:

@@ -368,18 +368,22 @@ class _FifoTiming:
     def __init__(self):
         self.move = self.read = -(1 << 40)
 
-    def offered(self, write: int) -> int:
-        """Cycle from which the next entry, written in cycle ``write``, is offered."""
+    def _step(self, write: int) -> int:
+        """The next entry's issue cycle (its move is recorded)."""
         issue = max(write + 1, self.move)
         self.move = max(issue + 1, self.read)
+        return issue
+
+    def offered(self, write: int) -> int:
+        """Cycle from which the next entry, written in cycle ``write``, is offered."""
+        self._step(write)
         return self.move + 1
 
     def issues(self, write: np.ndarray, read: np.ndarray) -> np.ndarray:
         """Cycle each entry leaves the memory, given every write and read cycle."""
         issue = np.empty_like(write)
         for k in range(write.size):
-            issue[k] = max(write[k] + 1, self.move)
-            self.move = max(issue[k] + 1, self.read)
+            issue[k] = self._step(write[k])
             self.read = read[k]
         return issue
 

@@ -260,6 +260,8 @@ class WindowGenerator(wiring.Component):
             # the whole frame whatever column it started at, and what a new frame reads
             # above its first row is top padding (masked).
             addr = Signal(range(depth))
+            with m.If(fire):
+                m.d.sync += addr.eq(Mux(addr == depth - 1, 0, addr + 1))
             stack = Signal(stack_layout, name="stack")
             if depth >= 3:
                 # Block RAM read two slots ahead: the read port's register, then the stack
@@ -271,11 +273,12 @@ class WindowGenerator(wiring.Component):
                 m.submodules.lines = lines = Memory(shape=stack_layout, depth=depth, init=[],
                                                     attrs={"no_rw_check": 1})
                 wr, rd = lines.write_port(), lines.read_port()
+                # read_addr is always addr + 2 (mod depth), kept as its own register so the
+                # block RAM's address comes straight from flip-flops.
                 read_addr = Signal(range(depth), init=2 % depth)
                 stack_out = Signal(stack_layout, name="stack_out", reset_less=True)
                 with m.If(fire):
-                    m.d.sync += [addr.eq(Mux(addr == depth - 1, 0, addr + 1)),
-                                 read_addr.eq(Mux(read_addr == depth - 1, 0, read_addr + 1)),
+                    m.d.sync += [read_addr.eq(Mux(read_addr == depth - 1, 0, read_addr + 1)),
                                  stack_out.eq(rd.data)]
                 m.d.comb += [rd.addr.eq(read_addr), rd.en.eq(fire), stack.eq(stack_out),
                              wr.addr.eq(addr), wr.en.eq(fire)]
@@ -285,7 +288,7 @@ class WindowGenerator(wiring.Component):
                 stacks = Array(Signal(stack_layout, name=f"stack{k}") for k in range(depth))
                 write_data = Signal(stack_layout, name="stack_next")
                 with m.If(fire):
-                    m.d.sync += [addr.eq(Mux(addr == depth - 1, 0, addr + 1)), stacks[addr].eq(write_data)]
+                    m.d.sync += stacks[addr].eq(write_data)
                 m.d.comb += stack.eq(stacks[addr])
             shifted = [stack[k] for k in range(1, reach)] + [new]
             for k, value in enumerate(shifted):
