@@ -211,8 +211,9 @@ def _fork_into_pointwise(stage: Pointwise, n: int, gather: int = 1):
     Loader: beat ``b`` of pixel ``q`` is taken no earlier than pixel ``q - 1`` swapped in
     (the buffer frees in the swap cycle); pixel ``q`` swaps in at
     ``max(last beat + 1, swap(q - 1) + operations)``. Gather: a part is taken one per
-    cycle, the part completing a word only once the previous word is taken (or in that
-    cycle). Fork: its register frees when its consumer takes the beat.
+    cycle, the part completing a word only from the cycle after the previous word is
+    taken (its ``i.ready`` sees the output register's valid, not the take). Fork: its
+    register frees when its consumer takes the beat.
     """
     beats_in = stage.input.channels // stage.simd
     ops = (stage.output.channels // stage.pe) * (stage.input.channels // stage.groups // stage.simd)
@@ -228,7 +229,7 @@ def _fork_into_pointwise(stage: Pointwise, n: int, gather: int = 1):
             fork[j] = fork_next
             part = max(fork[j] + FORK_LATENCY, part_prev + 1)
             if gather > 1 and c == gather - 1 and v >= 1:
-                part = max(part, take[v - 1])             # the word register must be free
+                part = max(part, take[v - 1] + 1)         # the word register must be empty
             part_prev = part
             fork_next = max(fork[j] + 1, part)
         word_valid = part_prev + (1 if gather > 1 else 0)

@@ -34,6 +34,8 @@ CASES = [
                  id="pw-folded"),
     pytest.param(lambda: residual(3, 4, 4, 4, [{"kind": "pointwise", "out_channels": 4, "pe": 2, "simd": 4}]),
                  id="pw-split-to-add"),
+    pytest.param(lambda: residual(3, 4, 4, 1, [{"kind": "pointwise", "out_channels": 4, "pe": 1, "simd": 2}]),
+                 id="gather-into-pw-folded"),
     pytest.param(lambda: residual(4, 6, 4, 2, [{"kind": "pointwise", "out_channels": 8, "pe": 4, "simd": 2},
                                                {"kind": "depthwise", "lanes": 4},
                                                {"kind": "pointwise", "out_channels": 4, "pe": 2, "simd": 4}]),
@@ -49,27 +51,38 @@ CASES = [
 ]
 
 
-def run_with_depth(config, depth, seed=0, frames=skip.SIZING_FRAMES):
+def run_with_depth(config, depth, seed=0, frames=skip.SIZING_FRAMES, timeline=None):
     """Simulate ``frames`` frames back to back at full rate with a skip FIFO of ``depth``
     (the frames the sizing models); returns (output frames, expected frames, cycles,
-    writes the FIFO refused)."""
+    writes the FIFO refused). ``timeline``: a dict that gets the FIFO's ``write`` and
+    ``read`` cycles (arrays, cycle 0 the first input beat's)."""
     rng = np.random.default_rng(seed)
     inputs = [golden.random_input(config.input, rng) for _ in range(frames)]
     expected = np.stack([golden.run(config, x) for x in inputs])
     dut = Engine(config, skip_depths={"input": depth})
     refused = {"n": 0}
+    writes, reads = [], []
 
     async def watch(ctx):
         fifo = dut.skip_fifos["input"]
+        cycle = 0
         while True:
-            *_, valid, ready = await ctx.tick().sample(fifo.i.valid, fifo.i.ready)
+            *_, valid, ready, o_valid, o_ready = await ctx.tick().sample(
+                fifo.i.valid, fifo.i.ready, fifo.o.valid, fifo.o.ready)
             refused["n"] += bool(valid and not ready)
+            if valid and ready:
+                writes.append(cycle)
+            if o_valid and o_ready:
+                reads.append(cycle)
+            cycle += 1
 
     beats = [b for x in inputs for b in bench.frame_beats(x, config.input_lanes)]
     out, cycles = bench.run_stream(dut, beats, expected.size // dut.output_lanes, extra=watch)
     per_frame = expected[0].size // dut.output_lanes
     got = np.stack([bench.beats_frame(out[f * per_frame:(f + 1) * per_frame], expected[0].shape)
                     for f in range(frames)])
+    if timeline is not None:
+        timeline.update(write=np.array(writes), read=np.array(reads))
     return got, expected, cycles, refused["n"]
 
 
@@ -78,9 +91,14 @@ def test_derived_depth_is_the_minimum(make):
     config = make()
     sizing = skip.skip_sizing(config, "input")
     assert sizing.exact
-    got, expected, cycles, refused = run_with_depth(config, sizing.depth)
+    simulated = {}
+    got, expected, cycles, refused = run_with_depth(config, sizing.depth, timeline=simulated)
     np.testing.assert_array_equal(got, expected)
     assert refused == 0, f"the FIFO of depth {sizing.depth} refused {refused} writes"
+    # The model's timeline is the simulated one, beat by beat (not only its peak).
+    write, read, _, _ = skip.skip_timeline(config, "input")
+    np.testing.assert_array_equal(simulated["write"], write)
+    np.testing.assert_array_equal(simulated["read"], read)
     got_less, _, cycles_less, refused_less = run_with_depth(config, sizing.depth - 1)
     np.testing.assert_array_equal(got_less, expected)          # still correct, only held off
     print(f"depth {sizing.depth}: {cycles} cycles, 0 refused; depth {sizing.depth - 1}: "
