@@ -57,16 +57,19 @@ class SkidBuffer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         skid = Signal.like(self.o.payload, name="skid")
-        skid_valid = Signal()
-        m.d.comb += self.i.ready.eq(~skid_valid)
+        # "The skid register is empty", stored as such: i.ready is this flip-flop itself, not
+        # its complement (a consumer's clock enable then needs no inversion, which an ECP5
+        # block RAM output register could not absorb; see convgen.bram).
+        skid_empty = Signal(init=1)
+        m.d.comb += self.i.ready.eq(skid_empty)
 
         with m.If(~self.o.valid | self.o.ready):
             # The output register is free (or being emptied): refill it, from the skid first.
-            with m.If(skid_valid):
-                m.d.sync += [self.o.payload.eq(skid), self.o.valid.eq(1), skid_valid.eq(0)]
+            with m.If(~skid_empty):
+                m.d.sync += [self.o.payload.eq(skid), self.o.valid.eq(1), skid_empty.eq(1)]
             with m.Else():
                 m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(self.i.valid)]
         with m.Elif(self.i.valid & self.i.ready):
             # The output is stalled and a beat arrives: park it in the skid register.
-            m.d.sync += [skid.eq(self.i.payload), skid_valid.eq(1)]
+            m.d.sync += [skid.eq(self.i.payload), skid_empty.eq(0)]
         return m

@@ -166,10 +166,12 @@ class DepthwiseMAC(wiring.Component):
         K2, L, G = self.kernel ** 2, self.lanes, self.channels // self.lanes
         # The pipeline advances while the output skid register is empty, so the input's ready
         # is a register (no combinational path from o.ready to i.ready); see _tree_and_flags.
+        # The flag is "the skid register is empty", so `en` is that flip-flop itself (a
+        # clock enable without inversion, which a block RAM output register can absorb).
         en = Signal()
-        skid_valid = Signal(name="out_skid_valid")
-        m.d.comb += [en.eq(~skid_valid), self.i.ready.eq(en)]
-        self._skid_valid = skid_valid
+        skid_empty = Signal(init=1, name="out_skid_empty")
+        m.d.comb += [en.eq(skid_empty), self.i.ready.eq(en)]
+        self._skid_empty = skid_empty
         if self.tables:
             return self._elaborate_tables(m, en)
 
@@ -235,7 +237,7 @@ class DepthwiseMAC(wiring.Component):
         """The adder tree per lane over the products and the bias; valid and flags alongside;
         the output skid register.
 
-        The pipeline advances on ``en = ~skid_valid``. Its last stage drives ``o`` directly
+        The pipeline advances on ``en``, "the skid register is empty". Its last stage drives ``o`` directly
         (no added latency); a beat the output does not take as the pipeline advances moves
         to the skid register, which then drives ``o`` while the pipeline holds."""
         L = self.lanes
@@ -260,15 +262,15 @@ class DepthwiseMAC(wiring.Component):
                 m.d.sync += flags[k].eq(flags[k - 1])
         m.d.comb += [pipe.first.eq(flags[-1][0]), pipe.last.eq(flags[-1][1])]
 
-        skid_valid = self._skid_valid
+        skid_empty = self._skid_empty
         skid = Signal.like(self.o.payload, name="out_skid")
-        m.d.comb += [self.o.valid.eq(skid_valid | valid[-1]),
-                     self.o.payload.eq(Mux(skid_valid, skid, pipe))]
-        with m.If(skid_valid):
+        m.d.comb += [self.o.valid.eq(~skid_empty | valid[-1]),
+                     self.o.payload.eq(Mux(skid_empty, pipe, skid))]
+        with m.If(~skid_empty):
             with m.If(self.o.ready):
-                m.d.sync += skid_valid.eq(0)
+                m.d.sync += skid_empty.eq(1)
         with m.Elif(valid[-1] & ~self.o.ready):
-            m.d.sync += [skid.eq(pipe), skid_valid.eq(1)]
+            m.d.sync += [skid.eq(pipe), skid_empty.eq(0)]
 
 
 class DepthwiseUnit(wiring.Component):
@@ -276,15 +278,17 @@ class DepthwiseUnit(wiring.Component):
 
     Ports: ``i`` — input beats (``lanes`` x input bits); ``o`` — output beats
     (``lanes`` x output bits), one per output pixel and channel group, raster order.
-    ``tail_wait``: see :class:`~convgen.hdl.window.WindowGenerator`. A skid buffer in front
-    of the window makes ``i.ready`` a register (the window's own ready depends on its
-    output's).
+    ``tail_wait``: see :class:`~convgen.hdl.window.WindowGenerator`. Skid buffers in front
+    of the window and between the window and the MAC make ``i.ready`` and the window's
+    ``o.ready`` registers: the window's slot control sees neither its output's nor the
+    MAC's stall (whose enable drives every MAC register) through logic.
     """
 
     def __init__(self, stage, tail_wait=None, *, tables=None):
         self.stage = stage
         self.skid = SkidBuffer(beat_layout(stage.input.bits, stage.lanes))
         self.window = WindowGenerator.for_stage(stage, tail_wait)
+        self.window_skid = SkidBuffer(self.window.o.payload.shape())
         self.mac = DepthwiseMAC.for_stage(stage, tables=tables)
         self.requant = Requantizer.for_stage(stage, stage.lanes)
         super().__init__({
@@ -295,17 +299,20 @@ class DepthwiseUnit(wiring.Component):
     @property
     def latency(self) -> int:
         """Cycles from the input beat that completes a window to its output beat."""
-        return self.skid.latency + self.window.latency + self.mac.latency + self.requant.latency
+        return (self.skid.latency + self.window.latency + self.window_skid.latency + self.mac.latency
+                + self.requant.latency)
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.input_skid = self.skid    # not "skid": the buffer has a signal of that name
         m.submodules.window = self.window
+        m.submodules.window_skid = self.window_skid
         m.submodules.mac = self.mac
         m.submodules.requant = self.requant
         wiring.connect(m, wiring.flipped(self.i), self.skid.i)
         wiring.connect(m, self.skid.o, self.window.i)
-        wiring.connect(m, self.window.o, self.mac.i)
+        wiring.connect(m, self.window.o, self.window_skid.i)
+        wiring.connect(m, self.window_skid.o, self.mac.i)
         wiring.connect(m, self.mac.o, self.requant.i)
         wiring.connect(m, self.requant.o, wiring.flipped(self.o))
         return m

@@ -4,7 +4,7 @@
 
     i --> [width] --> stage 0 --> skid --> [width] --> stage 1 --> skid --> ... --> o
             |                                             ^
-            '--> fork --> skip FIFO --> [width] ---------' (an add's skip operand)
+            '--> fork --> skip FIFO --> skid|width -----' (an add's skip operand)
 
 * a :class:`~convgen.hdl.width.WidthConverter` wherever the lanes of a producer and its
   consumer differ;
@@ -12,7 +12,8 @@
   at every stage boundary and never chains through the engine;
 * a :class:`Fork` after every tensor an add reads back, feeding a skip FIFO
   (:class:`SkipFIFO`: block RAM read through two registers) whose depth is
-  :func:`skip_fifo_depth`;
+  :func:`skip_fifo_depth`, and from it the add through a width converter or, with equal
+  lanes, a skid buffer;
 * a burst FIFO after a strided window stage whose outputs come in bursts faster than
   the next stage takes them (:func:`burst_fifo_depths`).
 """
@@ -242,7 +243,17 @@ class Engine(wiring.Component):
             wiring.connect(m, port, unit.i)
             if isinstance(stage, Add):
                 skip_port, skip_lanes = skips[stage.skip.name]
-                skip_port = convert(skip_port, stage.skip.bits, stage.skip.channels, skip_lanes, stage.lanes_in)
+                if skip_lanes == stage.lanes_in:
+                    # The add takes its two operands jointly, so its ready is logic of the
+                    # main beat's valid and its output's ready: a skid buffer keeps that out
+                    # of the FIFO's read control (a converter's i.ready is a register already).
+                    skip_skid = SkidBuffer(beat_layout(stage.skip.bits, skip_lanes))
+                    m.submodules[f"skip_skid_{stage.name}"] = skip_skid
+                    wiring.connect(m, skip_port, skip_skid.i)
+                    skip_port = skip_skid.o
+                else:
+                    skip_port = convert(skip_port, stage.skip.bits, stage.skip.channels, skip_lanes,
+                                        stage.lanes_in)
                 wiring.connect(m, skip_port, unit.skip)
             skid = SkidBuffer(beat_layout(stage.output.bits, stage.lanes_out))
             m.submodules[f"skid_{stage.name}"] = skid

@@ -11,8 +11,9 @@ with that lane's multiplier and shift presented alongside the value. Stages:
 * *multiply*: the partial products registered (the DSP's output register): no adder
   behind a DSP;
 * *sum*: ``s = x' * m``, the partial products added (``double`` with more than two
-  partials: only each operand slice's, one adder per slice side by side; their total
-  ``s`` is the first adder of *high*);
+  partials: only each operand slice's, one adder per slice side by side);
+* *total*: ``s`` registered (the slices' sums added, or ``s`` held; ``double``: only its
+  bits from 30 up, all that *high* uses), so each stage has one carry chain;
 * *high*: ``double``: ``h = floor((s + 2^30) / 2^31) = ((s >> 30) + 1) >> 1``
   (``SaturatingRoundingDoublingHighMul``, which never saturates for ``m < 2^31``);
   ``single``: ``h = ((s >> (30 - shift)) + 1) >> 1``, the whole result;
@@ -172,7 +173,7 @@ class QuantizedMultiply(Elaboratable):
     """
 
     #: Named stages (see the module docstring).
-    stages = ("factors", "multiply", "sum", "high", "shift", "round")
+    stages = ("factors", "multiply", "sum", "total", "high", "shift", "round")
     latency = len(stages)
 
     def __init__(self, lanes, x_range, multipliers, shifts, rounding="double"):
@@ -244,7 +245,9 @@ class QuantizedMultiply(Elaboratable):
         en, x, mult, shift = self.en, self.x[lane], self.m[lane], self.shift[lane]
 
         def stage(name, value, shape=None):
-            reg = Signal(shape if shape is not None else value.shape(), name=f"{name}{lane}")
+            # Reset-less: the valid bits beside the pipeline say which values count.
+            reg = Signal(shape if shape is not None else value.shape(), name=f"{name}{lane}",
+                         reset_less=True)
             with m.If(en):
                 m.d.sync += reg.eq(value)
             return reg
@@ -305,23 +308,25 @@ class QuantizedMultiply(Elaboratable):
         terms = list(zip(partials, weights))
         if self.rounding == "double" and len(terms) > 2:
             # The partials of each operand slice added here (adders side by side, one per
-            # slice: no chain of adders behind the DSPs), the slices' sums in *high*.
+            # slice: no chain of adders behind the DSPs), the slices' sums in *total*.
             rows = []
             for i, (low, _) in enumerate(self._operand_slices):
                 row = [(p, w - low) for p, w, k in zip(partials, weights, slice_of) if k == i]
                 rows.append((stage(f"row{i}_", total(row)), low))
-            s = Signal(signed(self._s_bits), name=f"product{lane}")
-            m.d.comb += s.eq(total(rows))
+            s = total(rows)
         else:
             s = stage("product", total(terms), signed(self._s_bits))
-        shift_2 = stage("shift_2_", shift_1)
+        shift_2 = stage("shift_2_", stage("shift_total_", shift_1))
 
-        # -- high ---------------------------------------------------------------------------
+        # -- total, high --------------------------------------------------------------------
         if self.rounding == "double":
-            high = stage("high", ((s >> 30) + 1) >> 1)
+            # h = ((s >> 30) + 1) >> 1: the bits of s the rounding uses, then the increment.
+            s_top = stage("total", s >> 30, signed(self._s_bits - 30))
+            high = stage("high", (s_top + 1) >> 1)
             exponent = stage("exponent", Mux(shift_2 < 0, -shift_2, 0)[:5], unsigned(5))
         else:
             # floor((s + 2^(T-1)) / 2^T) = ((s >> (T-1)) + 1) >> 1, T = 31 - shift in 1..62
+            s = stage("total", s, signed(self._s_bits))
             top = _select(shift_2, [31 - t for t in self._totals], lambda v: s >> (30 - v),
                           lambda sh: s >> (30 - sh)[:6])
             high = stage("high", (top + 1) >> 1)
@@ -427,11 +432,14 @@ class Requantizer(wiring.Component):
         m.submodules.multiply = mult = self._multiply
         lanes, groups = self.lanes, self.channels // self.lanes
 
-        # One enable for the whole pipeline; a bubble travels like a beat.
+        # One enable for the whole pipeline; a bubble travels like a beat. It is o.ready
+        # alone (not also "the output is empty"): the consumer's ready is a register in the
+        # engine (a skid buffer or a gather), so i.ready is that register, and the unit in
+        # front of the requantizer decides its own enable from registers.
         en = Signal()
         valid = Signal(self.latency)                 # valid bit of each stage
         flags = [Signal(2, name=f"flags_{s}") for s in self.stages]
-        m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en), mult.en.eq(en)]
+        m.d.comb += [en.eq(self.o.ready), self.i.ready.eq(en), mult.en.eq(en)]
         with m.If(en):
             m.d.sync += valid.eq(valid << 1 | self.i.valid)
             m.d.sync += flags[0].eq(Cat(self.i.payload.first, self.i.payload.last))

@@ -112,10 +112,13 @@ class ResidualAdd(wiring.Component):
         p, L = self.params, self.lanes
         m.submodules.scale_out = qo = self._scale_out
 
+        # The pipeline advances on o.ready alone (in the engine a skid buffer's register),
+        # not also into an empty output: the join's take and everything it enables are
+        # then one gate of registers.
         en = Signal()
         take = Signal()
         m.d.comb += [
-            en.eq(~self.o.valid | self.o.ready),
+            en.eq(self.o.ready),
             take.eq(en & self.skip.valid & self.i.valid),
             self.skip.ready.eq(take), self.i.ready.eq(take),
             qo.en.eq(en),

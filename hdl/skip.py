@@ -29,8 +29,9 @@ hold off the fork, and with it the main path, at least once per frame.
   slowest unit, it holds the fork off: the fork's beats are timed jointly with the
   loader's (:func:`_fork_into_pointwise`). Likewise for a split right after the fork
   (:func:`_fork_into_split`).
-* Reads follow the FIFO's two read registers, the skip-side converter and the add, which
-  takes a skip beat and a main beat in the same cycle (:func:`_skip_reads`).
+* Reads follow the FIFO's two read registers, the skip-side converter (or skid buffer)
+  and the add, which takes a skip beat and a main beat in the same cycle
+  (:func:`_skip_reads`).
 
 Other throttled paths are composed as if they kept up, which errs on the large side
 (:attr:`SkipSizing.exact` is False). ``tests/test_skip.py`` checks, in simulation, that
@@ -51,7 +52,7 @@ __all__ = ["SkipSizing", "skip_sizing", "skip_fifo_depth"]
 # Latencies of the units (kept equal to the gateware's properties by tests/test_skip.py).
 FORK_LATENCY = 1
 SKID_LATENCY = 1
-REQUANT_LATENCY = 8
+REQUANT_LATENCY = 9
 WINDOW_LATENCY = 2
 
 #: Frames modelled back to back: a window stage's tail overlaps the next frame's first
@@ -119,7 +120,7 @@ def _depthwise_times(stage: Depthwise, t_in: np.ndarray, tail_wait: int) -> np.n
                 arrive = t_in[f * per_frame + k] if k < per_frame else prev + 1
                 fire[f * s.slots * groups + k] = prev = max(arrive, prev + 1)
     mac_latency = 2 + _multiply_stages(stage) + _adder_stages(stage.kernel ** 2 + 1, stage.multipliers)   # operands, weights
-    return fire[beats] + WINDOW_LATENCY + mac_latency + REQUANT_LATENCY
+    return fire[beats] + WINDOW_LATENCY + SKID_LATENCY + mac_latency + REQUANT_LATENCY   # window's output skid
 
 
 def _buffered_pixels(t_in, beats_in, busy_cycles):
@@ -392,15 +393,22 @@ class _FifoTiming:
 def _skip_reads(write: np.ndarray, main: np.ndarray, lanes_skip: int, lanes_add: int) -> np.ndarray:
     """Cycle in which each FIFO entry is read, given its write cycle and the cycle each
     main beat reaches the add: the FIFO offers entry ``k`` from :class:`_FifoTiming`'s
-    cycle; then the skip-side converter (none, a split, or a gather) and the add, which
-    takes skip beat ``i`` with main beat ``i`` in one cycle, decide the read."""
+    cycle; then the skip-side converter (a split or a gather; a skid buffer when the lanes
+    are equal) and the add, which takes skip beat ``i`` with main beat ``i`` in one cycle,
+    decide the read."""
     n = write.size
     read = np.empty(n, dtype=np.int64)
     fifo = _FifoTiming()
-    if lanes_skip == lanes_add:
+    if lanes_skip == lanes_add:                          # a skid buffer between them
+        never = -(1 << 40)
+        add_prev2 = add_prev = never                     # the add's takes of beats k - 2, k - 1
         for k in range(n):
-            avail = fifo.offered(write[k])
-            read[k] = fifo.read = max(avail, main[k])
+            # The skid takes beat k unless it still holds beat k - 1 (taken before beat
+            # k - 2 left for the add); beat k is offered to the add once it is in and beat
+            # k - 1 has gone.
+            read[k] = fifo.read = max(fifo.offered(write[k]), add_prev2 + 1)
+            add = max(read[k], add_prev) + 1
+            add_prev2, add_prev = add_prev, max(add, main[k])
         return read
     if lanes_skip % lanes_add == 0:                      # split: entry k gives parts k*f .. k*f+f-1
         f = lanes_skip // lanes_add

@@ -183,7 +183,8 @@ def test_depthwise_mac_properties(kernel, lanes):
     assert mac.acc_bits == stage.accumulator_bits
     unit = DepthwiseUnit(stage)
     Fragment.get(unit, None)
-    assert unit.latency == 1 + unit.window.latency + unit.mac.latency + unit.requant.latency   # input skid
+    # the input skid and the window's output skid
+    assert unit.latency == 1 + unit.window.latency + 1 + unit.mac.latency + unit.requant.latency
 
 
 def test_depthwise_mac_refusals():

@@ -222,8 +222,8 @@ def test_quantized_multiply_operand_slices():
 
 
 def test_quantized_multiply_stages():
-    assert QuantizedMultiply.stages == ("factors", "multiply", "sum", "high", "shift", "round")
-    assert QuantizedMultiply.latency == len(QuantizedMultiply.stages) == 6
+    assert QuantizedMultiply.stages == ("factors", "multiply", "sum", "total", "high", "shift", "round")
+    assert QuantizedMultiply.latency == len(QuantizedMultiply.stages) == 7
 
 
 # -- Requantizer at 32 bits: the whole MBQM result ----------------------------------------------
@@ -388,8 +388,8 @@ def test_requantizer_throughput():
 def test_requantizer_stages():
     dut = full_requantizer(2, 1, [1 << 30, M_MAX], [0, 0], "double")
     Fragment.get(dut, None)
-    assert dut.stages == ("operands", "saturate", "multiply", "sum", "high", "shift", "round", "clamp")
-    assert dut.latency == len(dut.stages) == 8
+    assert dut.stages == ("operands", "saturate", "multiply", "sum", "total", "high", "shift", "round", "clamp")
+    assert dut.latency == len(dut.stages) == 9
 
 
 def test_requantizer_refusals():

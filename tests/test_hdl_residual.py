@@ -228,13 +228,13 @@ def test_residual_stages():
     q = QuantizedMultiply.stages[1:]           # factors: the shift and saturate stages
     assert dut.lookup and dut.multipliers == 1         # int8 operands: scaled by table lookup
     assert dut.stages == ("lookup", "scaled", "sum", "bounds", "saturate", *(f"out_{s}" for s in q), "clamp")
-    assert dut.latency == len(dut.stages) == 11
+    assert dut.latency == len(dut.stages) == 12
     wide = ResidualAdd.for_stage(add_stage(bits=10))
     Fragment.get(wide, None)
     assert not wide.lookup and wide.multipliers == 3
     assert wide.stages == ("shift", *(f"in_{s}" for s in q), "sum", "bounds", "saturate",
                            *(f"out_{s}" for s in q), "clamp")
-    assert wide.latency == len(wide.stages) == 15
+    assert wide.latency == len(wide.stages) == 17
 
 
 def refused(exc, match, build):
