@@ -166,8 +166,8 @@ class DepthwiseMAC(wiring.Component):
         K2, L, G = self.kernel ** 2, self.lanes, self.channels // self.lanes
         # The pipeline advances while the output skid register is empty, so the input's ready
         # is a register (no combinational path from o.ready to i.ready); see _tree_and_flags.
-        # The flag is "the skid register is empty", so `en` is that flip-flop itself (a
-        # clock enable without inversion, which a block RAM output register can absorb).
+        # The flag is stored as "empty", so `en` is that flip-flop itself (a clock enable
+        # without inversion, which a block RAM output register can absorb).
         en = Signal()
         skid_empty = Signal(init=1, name="out_skid_empty")
         m.d.comb += [en.eq(skid_empty), self.i.ready.eq(en)]
@@ -237,9 +237,10 @@ class DepthwiseMAC(wiring.Component):
         """The adder tree per lane over the products and the bias; valid and flags alongside;
         the output skid register.
 
-        The pipeline advances on ``en``, "the skid register is empty". Its last stage drives ``o`` directly
-        (no added latency); a beat the output does not take as the pipeline advances moves
-        to the skid register, which then drives ``o`` while the pipeline holds."""
+        The pipeline advances on ``en``, "the skid register is empty". Its last stage drives
+        ``o`` directly (no added latency); a beat the output does not take as the pipeline
+        advances moves to the skid register, which then drives ``o`` while the pipeline
+        holds."""
         L = self.lanes
         sums = []
         tree_stages = 0
