@@ -187,7 +187,7 @@ class PointwiseMAC(wiring.Component):
                     m.d.sync += load_last.eq(self.i.payload.last)
 
         # -- issue: one operation per enabled cycle on the `current` pixel --------------------
-        out_valid, out_valid_next = Signal(), Signal()      # the output register's valid (below)
+        out_valid = Signal()                                # the output register's valid (below)
         current = Signal(pixel_layout, name="current")
         cur_first, cur_last = Signal(), Signal()
         busy = Signal()
@@ -198,40 +198,39 @@ class PointwiseMAC(wiring.Component):
         b = Signal(range(self.batches), name="batch_b")
         issue = Signal()
         m.d.comb += issue.eq(en & busy)
-        # next-state values of fill, busy and last_op (registered below, and combined into
-        # swap_* / ready_* for the next cycle)
-        fill_next, busy_next, last_next = Signal.like(fill), Signal(), Signal()
-        m.d.comb += [fill_next.eq(fill), busy_next.eq(busy), last_next.eq(last_op)]
         with m.If(issue):
             m.d.sync += [op.eq(Mux(last_op, 0, op + 1)), j.eq(Mux(j == self.chunks - 1, 0, j + 1)),
                          before_last.eq(Mux(last_op, T == 2, op == T - 3))]
-            m.d.comb += last_next.eq(Mux(last_op, T == 1, before_last))
             with m.If(j == self.chunks - 1):
                 m.d.sync += b.eq(Mux(b == self.batches - 1, 0, b + 1))
-            with m.If(last_op):
-                m.d.comb += busy_next.eq(0)
         with m.If(swap):      # the next pixel moves in as the last operation of this one issues
             m.d.sync += [current.eq(load), cur_first.eq(load_first), cur_last.eq(load_last)]
-            m.d.comb += [busy_next.eq(1), fill_next.eq(Mux(accepted, 0b10, 0b01))]
-        with m.Elif(accepted):
-            m.d.comb += fill_next.eq(fill << 1)
-        m.d.sync += [fill.eq(fill_next), busy.eq(busy_next), last_op.eq(last_next)]
-        # swap_* / ready_* for the next cycle. The same next-state logic, written once per
-        # value of the two inputs that arrive late (o.ready from the sink, i.valid from the
-        # source), each case a function of registers only; the inputs select at the end.
+
         emitting = Signal()                                 # the output register takes a result if enabled
+
+        def next_state(en_, swap_, accepted_):
+            """fill, busy, last_op and the output's valid after a cycle with these values of
+            the enable, the swap and the input transfer."""
+            issue_ = en_ & busy
+            return (Mux(swap_, Mux(accepted_, 0b10, 0b01), Mux(accepted_, fill << 1, fill)),
+                    Mux(swap_, 1, Mux(issue_ & last_op, 0, busy)),
+                    Mux(issue_, Mux(last_op, T == 1, before_last), last_op),
+                    Mux(en_, emitting, out_valid))
+
+        fill_next, busy_next, last_next, out_valid_next = next_state(en, swap, accepted)
+        m.d.sync += [fill.eq(fill_next), busy.eq(busy_next), last_op.eq(last_next),
+                     out_valid.eq(out_valid_next)]
+        # swap_* / ready_* for the next cycle: the same next state, once per value of the two
+        # inputs that arrive late (o.ready from the sink, i.valid from the source), each case
+        # a function of registers only; the inputs select at the end.
         cases = {}
         for o_ready in (0, 1):
             for i_valid in (0, 1):
                 en_c = Const(1) if o_ready else ~out_valid
                 swap_c = swap_any | swap_last if o_ready else swap_any
                 accepted_c = (ready_any | ready_last if o_ready else ready_any) if i_valid else Const(0)
-                issue_c = en_c & busy
-                last_c = Mux(issue_c, Mux(last_op, T == 1, before_last), last_op)
-                busy_c = Mux(swap_c, 1, Mux(issue_c & last_op, 0, busy))
-                full_c = Mux(swap_c, Mux(accepted_c, n_chunks == 1, 0),
-                             Mux(accepted_c, fill[n_chunks - 1], fill[n_chunks]))
-                out_c = Mux(en_c, emitting, out_valid)
+                fill_c, busy_c, last_c, out_c = next_state(en_c, swap_c, accepted_c)
+                full_c = fill_c[n_chunks]
                 ending_c = full_c & busy_c & last_c         # full, the last operation pending
                 flags = Signal(4, name=f"flags_r{o_ready}v{i_valid}")
                 m.d.comb += flags.eq(Cat(full_c & ~busy_c | ending_c & ~out_c, ending_c,
@@ -307,9 +306,7 @@ class PointwiseMAC(wiring.Component):
         with m.If(en & c.valid):
             for k in range(P):
                 m.d.sync += acc[k].eq(Mux(c.first_chunk, bias[k], acc[k]) + sums[k])
-        m.d.comb += [emitting.eq(c.valid & c.last_chunk),
-                     out_valid_next.eq(Mux(en, emitting, out_valid))]
-        m.d.sync += out_valid.eq(out_valid_next)
+        m.d.comb += emitting.eq(c.valid & c.last_chunk)
         for k in range(P):
             m.d.comb += self.o.payload.data[k].eq(acc[k])
         m.d.comb += [self.o.valid.eq(out_valid), self.o.payload.first.eq(ctl[-1].first),
