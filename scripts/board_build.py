@@ -122,7 +122,7 @@ def build(board: str, config: EngineConfig, out_dir, *, baud: int | None = None,
     result.seconds = time.perf_counter() - started
 
     pnr_log = (out / "top.tim").read_text() if (out / "top.tim").exists() else ""
-    from .synth import nextpnr_fit_failure, nextpnr_utilization
+    from .synth import first_error, nextpnr_fit_failure, nextpnr_utilization
     result.utilization = nextpnr_utilization(pnr_log)
     clocks = {}
     for name, fmax, _, _ in _FMAX.findall(pnr_log):
@@ -133,7 +133,8 @@ def build(board: str, config: EngineConfig, out_dir, *, baud: int | None = None,
     if done.returncode == 0 and bitstream.exists() and bitstream.stat().st_size:
         result.bitstream = bitstream
     if not (out / "top.json").exists():
-        result.failure = f"yosys failed (see {out / 'top.rpt'})"
+        error = first_error(out / "top.rpt")        # Amaranth's build runs yosys with -l top.rpt
+        result.failure = f"yosys failed{': ' + error if error else ''} (see {out / 'top.rpt'})"
     elif result.bitstream is None:
         result.failure = nextpnr_fit_failure(pnr_log, f"{board} ({spec.device})")
         if result.failure is None and result.fmax_mhz is not None and result.fmax_mhz < result.clock_mhz:
