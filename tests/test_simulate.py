@@ -1,6 +1,8 @@
 # amaranth: UnusedElaboratable=no
 """convgen sim on Verilator, Icarus and Amaranth: pass, detect a tampered golden model, report."""
 
+import tempfile
+
 import numpy as np
 import pytest
 
@@ -32,19 +34,27 @@ def frames_for(config, n, seed=0):
     return np.stack([golden.random_input(config.input, rng) for _ in range(n)])
 
 
+@pytest.fixture
+def temp_dirs(tmp_path, monkeypatch):
+    """The directory where a run makes its own bench directory."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
+
+
 @pytest.mark.parametrize("simulator", SIMULATORS)
 @pytest.mark.parametrize("stall", [0.0, 0.5])
-def test_engine_matches_golden(simulator, stall):
+def test_engine_matches_golden(simulator, stall, temp_dirs):
     config = small_block()
     result = run(config, frames_for(config, 2), simulator, stall=stall, seed=4)
     assert result.passed and len(result.frames) == 2
     np.testing.assert_array_equal(result.outputs, np.stack([golden.run(config, f) for f in frames_for(config, 2)]))
     report = format_report(result)
     assert "PASS" in report and "mismatching elements: 0" in report
+    assert result.kept_dir is None and list(temp_dirs.iterdir()) == []     # a passing run leaves nothing
 
 
 @pytest.mark.parametrize("simulator", SIMULATORS)
-def test_tampered_golden_model_is_reported_with_the_first_mismatch(simulator):
+def test_tampered_golden_model_is_reported_with_the_first_mismatch(simulator, temp_dirs):
     config = small_block()
     frames = frames_for(config, 2)
     expected = np.stack([golden.run(config, f) for f in frames])
@@ -55,6 +65,9 @@ def test_tampered_golden_model_is_reported_with_the_first_mismatch(simulator):
     assert result.frames[0].mismatches == 0
     assert result.frames[1].first_mismatch[:3] == (2, 3, 1)
     assert "first at pixel (row 2, column 3), channel 1" in format_report(result)
+    if simulator != "amaranth":                    # a failing run keeps its bench files, and says where
+        assert result.kept_dir.parent == temp_dirs and (result.kept_dir / "outputs.npy").is_file()
+        assert f"kept in {result.kept_dir}" in format_report(result)
 
 
 @pytest.mark.parametrize("simulator", ["verilator", "icarus"])

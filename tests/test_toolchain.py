@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -166,6 +167,17 @@ def test_installed_packages_match_the_pins():
         assert statuses[name].ok, f"{name}: {statuses[name].hint}"
     assert statuses["amaranth"].version == "0.5.10"
     assert statuses["cocotb"].version == "2.1.0"
+
+
+@pytest.mark.parametrize("free_gb, ok", [(0.287, False), (toolchain.DISK_FREE_MIN_GB + 0.1, True)])
+def test_low_disk_space_is_reported_up_front(tmp_path, monkeypatch, free_gb, ok):
+    cache = tmp_path / "not-made-yet" / "cache"          # measured where it will be
+    monkeypatch.setattr(toolchain.shutil, "disk_usage",
+                        lambda path: SimpleNamespace(free=int(free_gb * 1e9)) if Path(path) == tmp_path else None)
+    status = by_name(check_toolchain({"PATH": str(tmp_path), "CONVGEN_CACHE_DIR": str(cache)}))["disk space"]
+    assert (status.ok, status.required, status.path) == (ok, False, str(cache))
+    assert status.version == f"{free_gb:.1f} GB free"
+    assert ok or f"only 0.3 GB free at {cache}" in status.hint and "No space left on device" in status.hint
 
 
 # -- report and command line -----------------------------------------------------------------
