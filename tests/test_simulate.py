@@ -71,7 +71,7 @@ def test_tampered_golden_model_is_reported_with_the_first_mismatch(simulator, te
 
 
 @pytest.mark.parametrize("simulator", ["verilator", "icarus"])
-def test_one_weight_changed_in_the_model_only_is_detected(simulator):
+def test_one_weight_changed_in_the_model_only_is_detected(simulator, temp_dirs):
     import dataclasses
     config = small_block()
     stage = config.stages[0]
