@@ -1,12 +1,13 @@
 # amaranth: UnusedElaboratable=no
 """convgen.bram: the register after a block RAM read moved into the DP16KD (REGMODE OUTREG).
 
-The skip FIFO and a window generator whose line buffer is block RAM go through yosys
-(synth_ecp5), the pass, and back to Verilog; the gate-level netlist (yosys's ECP5 cell
-models, tests/data/ecp5/DP16KD.v for the block RAM) then runs in lockstep with the RTL on
-Icarus under random valid/ready, every output compared every cycle. A netlist whose
-output register ignores its clock enable must fail that bench; registers the pass must
-not move (a reset, a second reader) stay where they are."""
+The skip FIFO, a window generator whose line buffer is block RAM and a residual add's
+lookup tables (ROMs) go through yosys (synth_ecp5), the pass, and back to Verilog; the
+gate-level netlist (yosys's ECP5 cell models, tests/data/ecp5/DP16KD.v for the block RAM)
+then runs in lockstep with the RTL on Icarus under random valid/ready, every output
+compared every cycle. A netlist whose output register ignores its clock enable, or whose
+table has one bit changed, must fail that bench; registers the pass must not move (a
+reset, a second reader) stay where they are."""
 
 import json
 import re
@@ -20,8 +21,10 @@ from amaranth.hdl import Elaboratable, Module, Signal
 from amaranth.lib.memory import Memory
 
 from convgen.bram import absorb_output_registers
+from convgen.sim import arith
 from convgen.hdl.beats import beat_layout
 from convgen.hdl.engine import SkipFIFO
+from convgen.hdl.residual import ResidualAdd
 from convgen.hdl.window import WindowGenerator
 from convgen.simulate import icarus_source
 from convgen.toolchain import find_tool, tool_env
@@ -44,7 +47,8 @@ def _yosys(script: str, cwd: Path):
 
 def _synthesize(rtl: str, tmp: Path) -> dict:
     (tmp / "rtl.v").write_text(rtl)
-    _yosys("read_verilog rtl.v; synth_ecp5 -top dut -json net.json", tmp)
+    # -nodsp: multipliers (the add's output scaling) in LUTs, which yosys's cell models simulate.
+    _yosys("read_verilog rtl.v; synth_ecp5 -nodsp -top dut -json net.json", tmp)
     return json.loads((tmp / "net.json").read_text())
 
 
@@ -132,10 +136,17 @@ def _window():
                            pad_top=1, pad_left=1, out_height=5, out_width=64, zero_point=-3)
 
 
+def _residual_tables():
+    # Lookup tables (ROMs, one read port per lane) scaling the two operands of an add.
+    params = arith.add_params(0.013, -7, 0.041, 33, 0.05, -2, "relu", 8, "double")
+    return ResidualAdd(params=params, bits=8, lanes=2)
+
+
 DESIGNS = {
     "skip-fifo-18b": lambda: SkipFIFO(beat_layout(8, 2), 300),
     "skip-fifo-36b": lambda: SkipFIFO(beat_layout(8, 4), 200),
     "window-3x3": _window,
+    "residual-tables": _residual_tables,
 }
 MARKS = {"window-3x3": pytest.mark.slow}
 
@@ -155,15 +166,33 @@ def test_absorbed_netlist_matches_rtl(name, tmp_path):
     assert errors == 0 and beats > 1000
 
 
-def test_bench_catches_an_output_register_without_its_enable(tmp_path):
-    rtl = verilog.convert(DESIGNS["skip-fifo-18b"](), name="dut", emit_src=False)
+@pytest.mark.parametrize("name", ["skip-fifo-18b", pytest.param("residual-tables", marks=pytest.mark.slow)])
+def test_bench_catches_an_output_register_without_its_enable(name, tmp_path):
+    rtl = verilog.convert(DESIGNS[name](), name="dut", emit_src=False)
     netlist = _synthesize(rtl, tmp_path)
     assert all(p.absorbed for p in absorb_output_registers(netlist))
     for cell in netlist["modules"]["dut"]["cells"].values():
-        if cell["type"] == "DP16KD":
-            cell["connections"]["OCEB"] = ["1"]          # the output register loads every cycle
+        if cell["type"] == "DP16KD":                     # the output registers load every cycle
+            cell["connections"]["OCEA"] = cell["connections"]["OCEB"] = ["1"]
     beats, errors = _run_lockstep(rtl, _gate_verilog(netlist, tmp_path), tmp_path, cycles=4000)
+    print(f"{name}, output registers without their enable: {beats} output beats, {errors} mismatching cycles")
     assert errors > 0
+
+
+@pytest.mark.slow
+def test_bench_catches_a_wrong_table_word(tmp_path):
+    """The block RAM model loads INITVAL: one bit changed in a table's contents shows."""
+    rtl = verilog.convert(DESIGNS["residual-tables"](), name="dut", emit_src=False)
+    netlist = _synthesize(rtl, tmp_path)
+    assert all(p.absorbed for p in absorb_output_registers(netlist))
+    cell = netlist["modules"]["dut"]["cells"]["table_b.0.0"]
+    assert cell["type"] == "DP16KD" and int(cell["parameters"]["DATA_WIDTH_A"], 2) == 9
+    bits = list(cell["parameters"]["INITVAL_00"])
+    bits[-1 - 8] = "1" if bits[-1 - 8] == "0" else "0"  # bit 8 (the sign) of the 9-bit word 0: code 0
+    cell["parameters"]["INITVAL_00"] = "".join(bits)
+    beats, errors = _run_lockstep(rtl, _gate_verilog(netlist, tmp_path), tmp_path, cycles=4000)
+    print(f"one table bit changed: {beats} output beats, {errors} mismatching cycles")
+    assert beats > 500 and errors > 0
 
 
 class _RamThenRegister(Elaboratable):

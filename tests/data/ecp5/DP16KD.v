@@ -2,6 +2,8 @@
 // mapping gives (techlibs/lattice/brams_map_16kd.v) and convgen.bram then changes:
 //   * true dual port, DATA_WIDTH_A = DATA_WIDTH_B = 18: 1024 words of 18 bits; AD*[13:4]
 //     address a word, AD*[1:0] enable its two 9-bit bytes on a write;
+//   * true dual port, DATA_WIDTH_A = DATA_WIDTH_B = 9, read only (a ROM): 2048 words of 9
+//     bits; AD*[13:3] address a word, byte AD*[3] of the 18-bit word AD*[13:4];
 //   * pseudo dual port, DATA_WIDTH_A = DATA_WIDTH_B = 36: port A writes, port B reads
 //     512 words of 36 bits, {DIB, DIA} and {DOB, DOA}; AD*[13:5] address a word, ADA[3:0]
 //     enable its four 9-bit bytes.
@@ -9,10 +11,11 @@
 // on that port). OUTREG: DOx is the output register, loaded from the read register at a
 // clock edge with OCEx. Written from Lattice's description of the block (FPGA-TN-02204,
 // "ECP5 and ECP5-5G Memory Usage Guide"); yosys ships DP16KD as a black box only.
-// Not modelled, and refused: other widths, chip-select decoding, resets in use, inverted
-// clocks, initial contents (INITVAL_* must be 0: the memories tested are RAMs); reads
-// start as x. A read of a word written in the same cycle by the other port gives x:
-// neither the block's description nor the generic RTL's non-transparent port is relied on.
+// Initial contents (INITVAL_*) are loaded as described below. Not modelled, and refused:
+// other widths, chip-select decoding, resets in use, inverted clocks. Reads of a RAM (all
+// INITVAL_* zero) start as x. A read of a word written in the same cycle by the other port
+// gives x: neither the block's description nor the generic RTL's non-transparent port is
+// relied on.
 `timescale 1ns / 1ps
 module DP16KD (
   input DIA17, DIA16, DIA15, DIA14, DIA13, DIA12, DIA11, DIA10, DIA9, DIA8, DIA7, DIA6, DIA5, DIA4, DIA3, DIA2, DIA1, DIA0,
@@ -113,14 +116,33 @@ module DP16KD (
   localparam PDP = DATA_WIDTH_A == 36;
 
   reg [35:0] mem [0:1023];        // 18-bit words in [17:0]; 36-bit words at 0..511
+  // The initial contents: 1024 18-bit words, 16 per INITVAL_xx in 20-bit slots (bits [17:0]
+  // of each slot), word j in INITVAL_(j/16) slot j%16; in the 36-bit mode word w is
+  // {word 2w+1 (DOB), word 2w (DOA)}. This is the packing yosys's memory mapping writes
+  // (techlibs/lattice/brams_map_16kd.v, init_slice). All zero: the memory is a RAM and its
+  // words start as x, so a read of a word never written shows.
+  localparam [64 * 320 - 1:0] INITVALS = {
+    INITVAL_3F, INITVAL_3E, INITVAL_3D, INITVAL_3C, INITVAL_3B, INITVAL_3A, INITVAL_39, INITVAL_38, INITVAL_37,
+    INITVAL_36, INITVAL_35, INITVAL_34, INITVAL_33, INITVAL_32, INITVAL_31, INITVAL_30, INITVAL_2F, INITVAL_2E,
+    INITVAL_2D, INITVAL_2C, INITVAL_2B, INITVAL_2A, INITVAL_29, INITVAL_28, INITVAL_27, INITVAL_26, INITVAL_25,
+    INITVAL_24, INITVAL_23, INITVAL_22, INITVAL_21, INITVAL_20, INITVAL_1F, INITVAL_1E, INITVAL_1D, INITVAL_1C,
+    INITVAL_1B, INITVAL_1A, INITVAL_19, INITVAL_18, INITVAL_17, INITVAL_16, INITVAL_15, INITVAL_14, INITVAL_13,
+    INITVAL_12, INITVAL_11, INITVAL_10, INITVAL_0F, INITVAL_0E, INITVAL_0D, INITVAL_0C, INITVAL_0B, INITVAL_0A,
+    INITVAL_09, INITVAL_08, INITVAL_07, INITVAL_06, INITVAL_05, INITVAL_04, INITVAL_03, INITVAL_02, INITVAL_01,
+    INITVAL_00};
+  integer word;
+  initial
+    if (INITVALS != 0)
+      for (word = 0; word < 1024; word = word + 1)
+        if (PDP) mem[word / 2][18 * (word % 2) +: 18] = INITVALS[320 * (word / 16) + 20 * (word % 16) +: 18];
+        else mem[word] = {18'b0, INITVALS[320 * (word / 16) + 20 * (word % 16) +: 18]};
   reg [17:0] read_a, read_b, out_a, out_b;
   reg [35:0] read_w, out_w;
 
   initial begin
-    if (!((DATA_WIDTH_A == 18 && DATA_WIDTH_B == 18) || (DATA_WIDTH_A == 36 && DATA_WIDTH_B == 36)))
+    if (!((DATA_WIDTH_A == 18 && DATA_WIDTH_B == 18) || (DATA_WIDTH_A == 36 && DATA_WIDTH_B == 36) ||
+          (DATA_WIDTH_A == 9 && DATA_WIDTH_B == 9)))
       $fatal(1, "DP16KD model: DATA_WIDTH_A %0d / DATA_WIDTH_B %0d not modelled", DATA_WIDTH_A, DATA_WIDTH_B);
-    if (INITVAL_00 != 0 || INITVAL_01 != 0 || INITVAL_02 != 0 || INITVAL_03 != 0 || INITVAL_04 != 0 || INITVAL_05 != 0 || INITVAL_06 != 0 || INITVAL_07 != 0 || INITVAL_08 != 0 || INITVAL_09 != 0 || INITVAL_0A != 0 || INITVAL_0B != 0 || INITVAL_0C != 0 || INITVAL_0D != 0 || INITVAL_0E != 0 || INITVAL_0F != 0 || INITVAL_10 != 0 || INITVAL_11 != 0 || INITVAL_12 != 0 || INITVAL_13 != 0 || INITVAL_14 != 0 || INITVAL_15 != 0 || INITVAL_16 != 0 || INITVAL_17 != 0 || INITVAL_18 != 0 || INITVAL_19 != 0 || INITVAL_1A != 0 || INITVAL_1B != 0 || INITVAL_1C != 0 || INITVAL_1D != 0 || INITVAL_1E != 0 || INITVAL_1F != 0 || INITVAL_20 != 0 || INITVAL_21 != 0 || INITVAL_22 != 0 || INITVAL_23 != 0 || INITVAL_24 != 0 || INITVAL_25 != 0 || INITVAL_26 != 0 || INITVAL_27 != 0 || INITVAL_28 != 0 || INITVAL_29 != 0 || INITVAL_2A != 0 || INITVAL_2B != 0 || INITVAL_2C != 0 || INITVAL_2D != 0 || INITVAL_2E != 0 || INITVAL_2F != 0 || INITVAL_30 != 0 || INITVAL_31 != 0 || INITVAL_32 != 0 || INITVAL_33 != 0 || INITVAL_34 != 0 || INITVAL_35 != 0 || INITVAL_36 != 0 || INITVAL_37 != 0 || INITVAL_38 != 0 || INITVAL_39 != 0 || INITVAL_3A != 0 || INITVAL_3B != 0 || INITVAL_3C != 0 || INITVAL_3D != 0 || INITVAL_3E != 0 || INITVAL_3F != 0)
-      $fatal(1, "DP16KD model: initial contents (INITVAL_*) not modelled");
     if (CSDECODE_A != "0b000" || CSDECODE_B != "0b000" || CLKAMUX != "CLKA" || CLKBMUX != "CLKB")
       $fatal(1, "DP16KD model: chip-select decoding or clock inversion not modelled");
   end
@@ -148,17 +170,24 @@ module DP16KD (
             DOA17, DOA16, DOA15, DOA14, DOA13, DOA12, DOA11, DOA10, DOA9, DOA8, DOA7, DOA6, DOA5, DOA4, DOA3, DOA2, DOA1, DOA0} = dout;
     initial if (REGMODE_A != REGMODE_B) $fatal(1, "DP16KD model: 36-bit mode with REGMODE_A != REGMODE_B");
   end else begin : tdp
+    // 18 bits: the word at AD*[13:4]. 9 bits: byte AD*[3] of that word (read only).
+    localparam NARROW = DATA_WIDTH_A == 9;
     wire [9:0] addr_a = ada[13:4], addr_b = adb[13:4];
+    function [17:0] read_word(input [35:0] word, input byte_select);
+      read_word = NARROW ? {9'bx, word[9 * byte_select +: 9]} : word[17:0];
+    endfunction
     always @(posedge CLKA) begin
       if (CEA && WEA) mem[addr_a] <= merge_bytes(mem[addr_a], {18'b0, dia}, {2'b0, ada[1:0]});
-      if (CEA && !WEA) read_a <= (CEB && WEB && adb[1:0] != 0 && addr_a == addr_b) ? 18'bx : mem[addr_a][17:0];
+      if (CEA && !WEA) read_a <= (CEB && WEB && adb[1:0] != 0 && addr_a == addr_b) ? 18'bx : read_word(mem[addr_a], ada[3]);
       if (OCEA) out_a <= read_a;
     end
     always @(posedge CLKB) begin
       if (CEB && WEB) mem[addr_b] <= merge_bytes(mem[addr_b], {18'b0, dib}, {2'b0, adb[1:0]});
-      if (CEB && !WEB) read_b <= (CEA && WEA && ada[1:0] != 0 && addr_a == addr_b) ? 18'bx : mem[addr_b][17:0];
+      if (CEB && !WEB) read_b <= (CEA && WEA && ada[1:0] != 0 && addr_a == addr_b) ? 18'bx : read_word(mem[addr_b], adb[3]);
       if (OCEB) out_b <= read_b;
     end
+    always @(posedge CLKA, posedge CLKB)
+      if (NARROW && ((CEA && WEA) || (CEB && WEB))) $fatal(1, "DP16KD model: writes in the 9-bit mode not modelled");
     assign {DOA17, DOA16, DOA15, DOA14, DOA13, DOA12, DOA11, DOA10, DOA9, DOA8, DOA7, DOA6, DOA5, DOA4, DOA3, DOA2, DOA1, DOA0} =
       REGMODE_A == "OUTREG" ? out_a : read_a;
     assign {DOB17, DOB16, DOB15, DOB14, DOB13, DOB12, DOB11, DOB10, DOB9, DOB8, DOB7, DOB6, DOB5, DOB4, DOB3, DOB2, DOB1, DOB0} =
