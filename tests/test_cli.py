@@ -97,6 +97,19 @@ def test_missing_file_and_bad_input_are_one_line(tmp_path, capsys):
     assert status == 2 and "outside [-128, 127]" in err
 
 
+def test_a_failing_simulator_build_is_one_line_not_an_internal_error(monkeypatch, capsys):
+    from convgen import simcache, simulate
+
+    def broken_build(simulator, toplevel, verilog, **kwargs):
+        raise simcache.BuildError(f"the {simulator} build of {toplevel} failed: No space left on device; "
+                                  "see build.log")
+    monkeypatch.setattr(simulate, "prepare_runner_environment", lambda simulator: None)
+    monkeypatch.setattr(simcache, "build", broken_build)
+    status, _, err = run(capsys, "sim", MBV2, "--simulator", "icarus")
+    assert status == 1 and err.count("\n") == 1
+    assert err.startswith("convgen: error: the icarus build of mobilenetv2_block failed: No space left")
+
+
 def test_console_script_and_module_entry_points(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text(BAD_CONFIGS["even kernel"][0])

@@ -41,10 +41,11 @@ def test_a_build_is_reused_while_nothing_changed(simulator, cache):
     if simulator == "verilator":
         # Only what running it needs stays: no object files, no ~70 MB precompiled headers.
         assert sorted(p.name for p in build_dir.iterdir()) == sorted(
-            ["tiny_counter", "tiny_counter.v", "build.log", simcache.STAMP])
+            ["tiny_counter", "tiny_counter.v", "build.log", simcache.STAMP, simcache.LOCK])
         assert sum(p.stat().st_size for p in build_dir.iterdir()) < 5 << 20
-        assert simcache.build(simulator, "tiny_counter", COUNTER, build_args=["-O3"]) == build_dir
-        assert executable.stat().st_mtime_ns != built                # other options: built again
+        optimized = simcache.build(simulator, "tiny_counter", COUNTER, build_args=["-O3"])
+        assert optimized != build_dir and (optimized / "tiny_counter").is_file()   # other options: apart
+        assert executable.stat().st_mtime_ns == built
     edited = COUNTER.replace("4'd1", "4'd2")
     other = simcache.build(simulator, "tiny_counter", edited)
     assert other != build_dir and (other / executable.name).is_file()
@@ -58,12 +59,14 @@ def test_a_build_is_reused_while_nothing_changed(simulator, cache):
 def test_a_failing_build_quotes_its_first_error(simulator, cache):
     ready(simulator)
     broken = COUNTER.replace("endmodule", "wire [3:0] ;\nendmodule")
-    with pytest.raises(RuntimeError) as error:
+    with pytest.raises(simcache.BuildError) as error:
         simcache.build(simulator, "tiny_counter", broken)
     message = str(error.value)
     assert f"the {simulator} build of tiny_counter failed" in message and "build.log" in message
     assert "error" in message.lower() and "\n" not in message
-    assert not list(cache.glob(f"*/{simcache.STAMP}"))               # nothing recorded as built
+    (build_dir,) = cache.iterdir()                                    # nothing recorded as built, and
+    assert sorted(p.name for p in build_dir.iterdir()) == sorted(     # only the source and log kept
+        ["tiny_counter.v", "build.log", simcache.LOCK])
 
 
 def fake_build(root, name, megabytes, age):
@@ -83,6 +86,11 @@ def test_least_recently_used_builds_are_evicted_first(cache):
     assert old.is_dir() and recent.is_dir() and not oldest.exists()
     # A build used in the last EVICT_MIN_AGE seconds stays, and so does the one being used.
     assert simcache.evict(0, keep=old) == [] and old.is_dir() and recent.is_dir()
+    with simcache.locked(old, shared=True):                           # another process runs it
+        assert simcache.evict(0) == [] and old.is_dir()
+    assert simcache.evict(0) == [] and old.is_dir()                   # ... and so used it just now
+    stamp = time.time() - 2000
+    os.utime(old, (stamp, stamp))
     assert simcache.evict(0) == [old]
 
 
@@ -94,3 +102,6 @@ def test_the_limit_comes_from_the_environment(cache, monkeypatch):
         monkeypatch.setenv("CONVGEN_SIM_CACHE_MB", bad)
         with pytest.raises(ValueError, match=f"CONVGEN_SIM_CACHE_MB must be .*not '{bad}'"):
             simcache.cache_limit_bytes()
+    with pytest.raises(ValueError, match="CONVGEN_SIM_CACHE_MB"):     # refused before any work
+        simcache.build("icarus", "tiny_counter", COUNTER)
+    assert not cache.exists()

@@ -84,6 +84,20 @@ def test_one_weight_changed_in_the_model_only_is_detected(simulator, temp_dirs):
     assert not result.passed and result.mismatches > 0
 
 
+def test_a_bench_that_breaks_keeps_its_files(temp_dirs, monkeypatch):
+    from convgen import simulate as module
+
+    def broken(config, frames, expected, *, bench_dir, **kwargs):
+        (bench_dir / "sim.log").write_text("the simulator crashed\n")
+        raise KeyError("frames")                   # e.g. a results.json without its frames
+    monkeypatch.setattr(module, "_run_bench", broken)
+    config = small_block()
+    with pytest.raises(module.BenchError, match="kept in") as error:
+        run(config, frames_for(config, 1), "icarus")
+    (kept,) = temp_dirs.iterdir()
+    assert str(kept) in str(error.value) and (kept / "sim.log").read_text() == "the simulator crashed\n"
+
+
 def test_bad_arguments_are_refused():
     config = small_block()
     with pytest.raises(ValueError, match="--stall must be a probability"):

@@ -173,8 +173,8 @@ module DP16KD (
     // 18 bits: the word at AD*[13:4]. 9 bits: byte AD*[3] of that word (read only).
     localparam NARROW = DATA_WIDTH_A == 9;
     wire [9:0] addr_a = ada[13:4], addr_b = adb[13:4];
-    function [17:0] read_word(input [35:0] word, input byte_select);
-      read_word = NARROW ? {9'bx, word[9 * byte_select +: 9]} : word[17:0];
+    function [17:0] read_word(input [35:0] stored, input byte_select);
+      read_word = NARROW ? {9'bx, stored[9 * byte_select +: 9]} : stored[17:0];
     endfunction
     always @(posedge CLKA) begin
       if (CEA && WEA) mem[addr_a] <= merge_bytes(mem[addr_a], {18'b0, dia}, {2'b0, ada[1:0]});
