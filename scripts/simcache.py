@@ -1,4 +1,5 @@
-"""The simulator build cache: ``<cache>/sim/<name>-<simulator>-<hash of the Verilog>[-vcd|-fst]``.
+"""The simulator build cache: ``<cache>/sim/<name>-<simulator>-<hash>[-vcd|-fst]``, the hash
+of the Verilog and the build options.
 
 A build is reused while its Verilog, simulator, options and tool versions are unchanged: a
 stamp file (``convgen-build.json``) written after a successful build records them, and a

@@ -54,7 +54,7 @@ IVERILOG_MAJOR = 11
 
 PROBE_TIMEOUT = 10  # seconds for one ``--version`` probe
 #: Free disk space (GB) at the cache below which the report warns. The whole test suite
-#: writes about 0.5 GB at its peak (simulator builds, YoWASP's cache, synthesis outputs,
+#: writes about 0.6 GB at its peak (simulator builds, YoWASP's cache, synthesis outputs,
 #: pytest's temporary directories), besides the 0.8 GB virtual environment.
 DISK_FREE_MIN_GB = 1.0
 
@@ -323,7 +323,7 @@ def _check_disk(env: dict) -> ToolStatus:
                           required=False)
     ok = free >= DISK_FREE_MIN_GB
     hint = "" if ok else (f"only {free:.1f} GB free at {where}; the test suite writes about "
-                          f"0.5 GB (builds fail with 'No space left on device')")
+                          f"0.6 GB (builds fail with 'No space left on device')")
     return ToolStatus("disk space", str(where), f"{free:.1f} GB free", ok, hint, required=False)
 
 
