@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -80,32 +80,27 @@ def _executable(simulator: str, build_dir: Path, toplevel: str) -> Path:
     return build_dir / (toplevel if simulator == "verilator" else "sim.vvp")
 
 
-def _tool_version(simulator: str) -> str | None:
-    from .toolchain import PROBE_TIMEOUT
-    argv = ["verilator", "--version"] if simulator == "verilator" else ["iverilog", "-V"]
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    text = (done.stdout or done.stderr).strip()
-    return text.splitlines()[0] if text else None
+@functools.cache
+def _tool_version(simulator: str, path: str) -> str | None:
+    """The first line ``verilator --version`` / ``iverilog -V`` prints (once per process)."""
+    from .toolchain import _probe
+    out = _probe([path, "--version" if simulator == "verilator" else "-V"], dict(os.environ), any_status=True)
+    return out.strip().splitlines()[0] if out and out.strip() else None
 
 
 def _stamp(simulator: str, source: Path, toplevel: str, build_args, waves: bool, make_flags: str) -> dict:
     """Everything the executable depends on: the source, options, tool versions, and the
     absolute paths built into it (cocotb's libraries, the build directory)."""
-    import importlib.metadata
-
     import cocotb_tools.config
 
-    try:
-        cocotb = importlib.metadata.version("cocotb")
-    except importlib.metadata.PackageNotFoundError:
-        cocotb = None
+    from .toolchain import _dist_version
+
+    tool = shutil.which("verilator" if simulator == "verilator" else "iverilog")
     return {"simulator": simulator, "toplevel": toplevel, "build_args": list(build_args),
             "waves": bool(waves) or os.environ.get("WAVES", "") not in ("", "0"), "make_flags": make_flags,
             "source_sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
-            "tool": _tool_version(simulator), "cocotb": cocotb, "cocotb_libs": str(cocotb_tools.config.libs_dir),
+            "tool": tool and _tool_version(simulator, tool), "cocotb": _dist_version("cocotb"),
+            "cocotb_libs": str(cocotb_tools.config.libs_dir),
             "python": sys.version, "build_dir": str(source.parent.resolve())}
 
 
@@ -160,6 +155,8 @@ def build(simulator: str, toplevel: str, verilog: str, *, build_args=(), waves: 
 def _build_locked(simulator, toplevel, verilog, build_dir, build_args, waves, make_flags) -> bool:
     from cocotb_tools.runner import get_runner
 
+    from .synth import first_error
+
     build_dir.mkdir(parents=True, exist_ok=True)       # again: evicted while this process waited
     source = build_dir / f"{toplevel}.v"
     if not source.is_file() or source.read_text() != verilog:
@@ -187,7 +184,7 @@ def _build_locked(simulator, toplevel, verilog, build_dir, build_args, waves, ma
             raise BuildError("made no executable")
     except (SystemExit, RuntimeError, OSError) as error:      # the runner raises RuntimeError
         _prune(build_dir, {LOCK})                    # a failed build keeps its log, not its objects
-        raise BuildError(f"the {simulator} build of {toplevel} failed: {_first_error(log) or error}; "
+        raise BuildError(f"the {simulator} build of {toplevel} failed: {first_error(log, '(?i)error') or error}; "
                          f"see {log}") from None
     finally:
         if saved is None:
@@ -199,15 +196,6 @@ def _build_locked(simulator, toplevel, verilog, build_dir, build_args, waves, ma
     stamp_path.write_text(json.dumps(wanted, indent=1) + "\n")
     os.utime(build_dir)
     return True
-
-
-def _first_error(log: Path) -> str:
-    """The first line of ``log`` that reports an error (the compiler's or make's), or ''."""
-    try:
-        lines = log.read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    return next((line.strip() for line in lines if "error" in line.lower()), "")
 
 
 def _size(path: Path) -> int:

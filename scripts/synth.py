@@ -99,13 +99,16 @@ class SynthResult:
                 "cost_model": to_json(estimate(self.config))["total"]}
 
 
-def first_error(log: Path) -> str | None:
-    """The first line of a yosys log with ``ERROR:`` (after a source location, for a
-    frontend's); None when there is none, or no log."""
-    if not log.exists():
+def first_error(log: Path, pattern: str = "ERROR:") -> str | None:
+    """The first line of a tool's log that matches the regular expression ``pattern``
+    (default: yosys's ``ERROR:``, after a source location for a frontend's), stripped;
+    None when there is none, or no log."""
+    try:
+        lines = Path(log).read_text(errors="replace").splitlines()
+    except OSError:
         return None
-    return next((line.strip() for line in log.read_text(errors="replace").splitlines()
-                 if "ERROR:" in line), None)
+    found = re.compile(pattern)
+    return next((line.strip() for line in lines if found.search(line)), None)
 
 
 def _run(command, log: Path, env, progress, what, cwd):
